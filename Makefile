@@ -1,0 +1,32 @@
+# NeuroVM top-level Makefile.  Two entry points for a fresh machine:
+#   make sim    -- create .venv, install, run the main demo
+#   make test   -- create .venv, install, run the regular test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: sim test test-slow bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,plot]'
+	@touch $(STAMP)
+
+sim: $(STAMP)
+	$(PY) -m neurovm.cli demo $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) benchmarks/emulator_throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

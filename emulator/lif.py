@@ -1,0 +1,72 @@
+"""Vectorized, bit-exact CUBA-LIF arithmetic (docs/architecture.md §4).
+
+All functions take and return ``int64`` numpy arrays holding the exact
+integer values of the hardware registers; widths, wrapping and saturation
+are applied explicitly, never left to numpy's dtype overflow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neurovm.config import (
+    ACT_SHIFT,
+    DECAY_BITS,
+    DECAY_UNITY,
+    DU_OFFSET,
+    DV_OFFSET,
+    STATE_BITS,
+    U_MIN,
+    V_MAX,
+    V_MIN,
+    VTH_SHIFT,
+)
+
+_STATE_MASK = (1 << STATE_BITS) - 1
+
+
+def wrap_state(x: np.ndarray) -> np.ndarray:
+    """Two's-complement wrap into the 24-bit signed range [-2^23, 2^23-1]."""
+    return ((x - U_MIN) & _STATE_MASK) + U_MIN
+
+
+def decay(x: np.ndarray, d_eff: np.ndarray) -> np.ndarray:
+    """``sign(x) * floor(|x| * (4096 - d_eff) / 4096)``: the shift rounds toward zero."""
+    mag = (np.abs(x) * (DECAY_UNITY - d_eff)) >> DECAY_BITS
+    return np.where(x < 0, -mag, mag)
+
+
+def scaled_weight(weight: np.ndarray, weight_exp) -> np.ndarray:
+    """Per-synapse input ``floor(w * 2^(6 + weight_exp))`` (arithmetic shift, rounds down)."""
+    shift = ACT_SHIFT + np.asarray(weight_exp, dtype=np.int64)
+    weight = np.asarray(weight, dtype=np.int64)
+    left = weight << np.maximum(shift, 0)
+    return left >> np.maximum(-shift, 0)
+
+
+def lif_step(u, v, ref, acc, du, dv, bias_mant, bias_exp, vth_mant, refract):
+    """One timestep of a vector of neurons.
+
+    Parameters
+    ----------
+    u, v, ref : ndarray of int64
+        Current (24-bit wrapping), voltage (24-bit saturating, symmetric) and
+        refractory counter (6-bit) before the step.
+    acc : ndarray of int64
+        The input accumulated for this step (already wrapped to 24 bits).
+    du, dv, bias_mant, bias_exp, vth_mant, refract : ndarray of int64
+        Neuron parameters (field values of NRN_DECAY, NRN_BIAS, NRN_VTH).
+
+    Returns
+    -------
+    u, v, ref, spiked : ndarray
+        New state; ``spiked`` is boolean.
+    """
+    u = wrap_state(decay(u, du + DU_OFFSET) + acc)
+    v_int = decay(v, dv + DV_OFFSET) + u + (bias_mant << bias_exp)
+    v_int = np.clip(v_int, V_MIN, V_MAX)
+    refractory = ref > 0
+    spiked = (~refractory) & (v_int > (vth_mant << VTH_SHIFT))
+    v = np.where(refractory | spiked, 0, v_int)
+    ref = np.where(refractory, ref - 1, np.where(spiked, refract, 0))
+    return u, v, ref, spiked

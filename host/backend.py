@@ -1,0 +1,101 @@
+"""The backend interface: a transport for the chip's 32-bit word streams.
+
+Every way of reaching a NeuroVM chip -- the emulator, the Verilator model,
+an FPGA over serial -- is a :class:`Backend`: it accepts command words and
+returns output words.  Everything above it (:class:`~neurovm.host.client.ChipClient`,
+the runtime, the CLI) is written against this interface only, so a workload
+runs unchanged on any backend.
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+
+import numpy as np
+
+from neurovm.config import DEFAULT_CONFIG, ChipConfig
+
+from .protocol import ProtocolError, SyncAck, decode_output, encode_sync
+
+__all__ = ["Backend", "EmulatorBackend"]
+
+
+class Backend(abc.ABC):
+    """A transport to one chip.
+
+    Subclasses implement :meth:`send` and :meth:`receive`; :meth:`exchange`
+    (send, then collect output up to a SYNC acknowledgement) works on top of
+    them for any transport.
+    """
+
+    config: ChipConfig
+    name: str = "backend"
+
+    def __init__(self):
+        self._tags = itertools.count(1)
+
+    @abc.abstractmethod
+    def send(self, words: np.ndarray) -> None:
+        """Queue command words to the chip."""
+
+    @abc.abstractmethod
+    def receive(self) -> np.ndarray:
+        """Return the output words available now (possibly none)."""
+
+    def exchange(self, words) -> np.ndarray:
+        """Send ``words`` and return all output they produce.
+
+        A SYNC command with a fresh tag is appended; output is collected until
+        its acknowledgement, which is removed from the returned words.
+        """
+        tag = next(self._tags) & 0xFF_FFFF
+        self.send(np.concatenate([np.asarray(words, dtype=np.int64).ravel(), encode_sync(tag)]))
+        got: list[np.ndarray] = []
+        for _ in range(self.max_polls):
+            chunk = self.receive()
+            if chunk.size:
+                got.append(chunk)
+                out = np.concatenate(got)
+                try:
+                    msgs = decode_output(out)
+                except ProtocolError:
+                    continue  # a message is still arriving
+                if msgs and msgs[-1] == SyncAck(tag):
+                    return out[:-1].astype(np.uint32)
+        raise TimeoutError(f"{self.name}: no SYNC acknowledgement (tag {tag}) from the chip")
+
+    max_polls = 1_000_000
+
+    def close(self) -> None:
+        """Release the transport."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class EmulatorBackend(Backend):
+    """The golden emulator (:class:`neurovm.emulator.Chip`) as a backend."""
+
+    name = "emulator"
+
+    def __init__(self, config: ChipConfig = DEFAULT_CONFIG):
+        super().__init__()
+        from neurovm.emulator import Chip
+
+        self.config = config
+        self.chip = Chip(config)
+        self._pending: list[np.ndarray] = []
+
+    def send(self, words) -> None:
+        self._pending.append(self.chip.feed(words))
+
+    def receive(self) -> np.ndarray:
+        if not self._pending:
+            return np.zeros(0, dtype=np.uint32)
+        out = np.concatenate(self._pending)
+        self._pending.clear()
+        return out

@@ -1,0 +1,215 @@
+"""Encode host commands and decode the chip's output stream (docs/architecture.md §8).
+
+Pure functions over :mod:`neurovm.formats`; shared by every backend and by
+the tests.  ``encode_*`` return lists of 32-bit ints; :func:`decode_output`
+turns an output word stream into typed messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from neurovm.config import HV_VM
+from neurovm.formats import (
+    COMMAND_FORMATS,
+    FANOUT_SOURCE,
+    MMU_ENTRY,
+    OUTPUT_FORMATS,
+    OUTPUT_PAYLOAD_WORDS,
+    REGIONS,
+    ErrorCode,
+    FaultCause,
+    FaultOrigin,
+    Opcode,
+    OutType,
+    Perm,
+    Region,
+)
+
+__all__ = [
+    "encode_write", "encode_read", "encode_inject", "encode_run", "encode_mmu_map",
+    "encode_read_counters", "encode_reset", "encode_sync", "encode_nop", "resync_words",
+    "ReadData", "Spike", "StepEnd", "Fault", "CountersMsg", "SyncAck", "ErrorMsg",
+    "decode_output", "ProtocolError", "MAX_BURST",
+]
+
+MAX_BURST = 4095  # data words per WRITE/READ command
+
+
+def _cmd(op: Opcode, **fields) -> int:
+    return COMMAND_FORMATS[op].pack(op=op, **fields)
+
+
+def encode_nop() -> list[int]:
+    return [0]
+
+
+def resync_words() -> list[int]:
+    """Words that return the parser to a command boundary from any state (§8.1.3)."""
+    return [0] * (2 + MAX_BURST)
+
+
+def encode_write(vm: int, vcore: int, region: Region, addr: int, data: Sequence[int]) -> list[int]:
+    """WRITE commands for ``data`` at ``addr`` (split into bursts of at most 4095 words)."""
+    data = [int(x) & 0xFFFF_FFFF for x in np.asarray(data, dtype=np.int64).ravel()]
+    out: list[int] = []
+    for off in range(0, len(data), MAX_BURST):
+        chunk = data[off : off + MAX_BURST]
+        out.append(_cmd(Opcode.WRITE, vm=vm, vcore=vcore, region=int(region), count=len(chunk)))
+        out.append(addr + off)
+        out.extend(chunk)
+    return out
+
+
+def encode_read(vm: int, vcore: int, region: Region, addr: int, count: int) -> list[int]:
+    """READ commands for ``count`` words (split into bursts of at most 4095 words)."""
+    out: list[int] = []
+    for off in range(0, count, MAX_BURST):
+        n = min(MAX_BURST, count - off)
+        out += [_cmd(Opcode.READ, vm=vm, vcore=vcore, region=int(region), count=n), addr + off]
+    return out
+
+
+def encode_inject(vm: int, vcore: int, axon: int) -> list[int]:
+    return [_cmd(Opcode.INJECT, vm=vm, vcore=vcore, axon=axon)]
+
+
+def encode_run(steps: int, vm: int = HV_VM) -> list[int]:
+    """RUN commands for ``steps`` timesteps (split into runs of at most 4095 steps)."""
+    out: list[int] = []
+    while steps > 0:
+        n = min(steps, 4095)
+        out.append(_cmd(Opcode.RUN, vm=vm, steps=n))
+        steps -= n
+    return out
+
+
+def encode_mmu_map(tvm: int, vcore: int, pcore: int = 0, perms: int = Perm.ALL, valid: bool = True,
+                   vm: int = HV_VM) -> list[int]:
+    entry = MMU_ENTRY.pack(tvm=tvm, vcore=vcore, valid=int(valid), perms=int(perms), pcore=pcore)
+    return [_cmd(Opcode.MMU_MAP, vm=vm), entry]
+
+
+def encode_read_counters(vm: int, vcore: int, first: int = 0, count: int = 8) -> list[int]:
+    return [_cmd(Opcode.READ_COUNTERS, vm=vm, vcore=vcore, first=first, count=count)]
+
+
+def encode_reset(pcore: int | None = None, vm: int = HV_VM) -> list[int]:
+    """RESET of the whole chip (``pcore=None``) or of one physical core."""
+    if pcore is None:
+        return [_cmd(Opcode.RESET, vm=vm, scope=0, pcore=0)]
+    return [_cmd(Opcode.RESET, vm=vm, scope=1, pcore=pcore)]
+
+
+def encode_sync(tag: int) -> list[int]:
+    return [_cmd(Opcode.SYNC, tag=tag)]
+
+
+# ---------------------------------------------------------------------------
+# decoding
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReadData:
+    data: np.ndarray
+
+
+@dataclass(frozen=True)
+class Spike:
+    vm: int
+    vcore: int
+    neuron: int
+    timestep: int
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    timestep: int
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A refused access. ``word``/``index`` name the command word (host origin),
+    or ``word`` is the fan-out entry and ``src_vcore``/``src_neuron`` its source."""
+
+    vm: int
+    cause: FaultCause
+    origin: FaultOrigin
+    word: int
+    index: int  # stream index of the word (host origin) or raw source word (fan-out)
+
+    @property
+    def src_vcore(self) -> int:
+        return FANOUT_SOURCE["vcore"].get(self.index)
+
+    @property
+    def src_neuron(self) -> int:
+        return FANOUT_SOURCE["neuron"].get(self.index)
+
+    def __str__(self):
+        if self.origin == FaultOrigin.FANOUT:
+            dst = REGIONS[Region.FANOUT].fmt.unpack(self.word)
+            return (f"{self.cause.name} fault: VM {self.vm} vcore {self.src_vcore} neuron {self.src_neuron} "
+                    f"spiked to vcore {dst['vcore']} axon {dst['axon']}")
+        return f"{self.cause.name} fault: VM {self.vm}, command word 0x{self.word:08x} at stream index {self.index}"
+
+
+@dataclass(frozen=True)
+class CountersMsg:
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
+class SyncAck:
+    tag: int
+
+
+@dataclass(frozen=True)
+class ErrorMsg:
+    code: ErrorCode
+    detail: int
+    word: int
+    index: int
+
+    def __str__(self):
+        return f"{self.code.name} error: word 0x{self.word:08x} at stream index {self.index} (detail {self.detail})"
+
+
+class ProtocolError(ValueError):
+    """The output stream itself is malformed (a backend bug, never a user error)."""
+
+
+def decode_output(words: Iterable[int]) -> list:
+    """Split an output word stream into messages. Raises :class:`ProtocolError` on garbage."""
+    w = np.asarray(list(words) if not isinstance(words, np.ndarray) else words, dtype=np.int64)
+    msgs: list = []
+    i, n = 0, len(w)
+    while i < n:
+        hdr = int(w[i])
+        try:
+            t = OutType(hdr >> 28)
+        except ValueError:
+            raise ProtocolError(f"unknown output type in word 0x{hdr:08x} at output index {i}") from None
+        f = OUTPUT_FORMATS[t].unpack(hdr)
+        npay = f["count"] if t in (OutType.READ_DATA, OutType.COUNTERS) else OUTPUT_PAYLOAD_WORDS[t]
+        if i + 1 + npay > n:
+            raise ProtocolError(f"truncated {t.name} message at output index {i}")
+        p = w[i + 1 : i + 1 + npay]
+        if t == OutType.READ_DATA:
+            msgs.append(ReadData(p.astype(np.uint32)))
+        elif t == OutType.SPIKE:
+            msgs.append(Spike(f["vm"], f["vcore"], f["neuron"], int(p[0])))
+        elif t == OutType.STEP_END:
+            msgs.append(StepEnd(int(p[0])))
+        elif t == OutType.FAULT:
+            msgs.append(Fault(f["vm"], FaultCause(f["cause"]), FaultOrigin(f["origin"]), int(p[0]), int(p[1])))
+        elif t == OutType.COUNTERS:
+            msgs.append(CountersMsg(p.astype(np.int64)))
+        elif t == OutType.SYNC_ACK:
+            msgs.append(SyncAck(f["tag"]))
+        else:
+            msgs.append(ErrorMsg(ErrorCode(f["code"]), f["detail"], int(p[0]), int(p[1])))
+        i += 1 + npay
+    return msgs

@@ -1,0 +1,74 @@
+"""Seeded random chips, MMU set-ups and core images for the cross-check and fuzz tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neurovm.config import ChipConfig
+from neurovm.formats import Perm
+from neurovm.image import CoreImage
+
+
+def _pick(rng, corners, lo, hi, p_corner=0.3):
+    """A value in [lo, hi], with probability ``p_corner`` one of the corner values."""
+    if rng.random() < p_corner:
+        return int(rng.choice(corners))
+    return int(rng.integers(lo, hi + 1))
+
+
+def random_config(rng) -> ChipConfig:
+    return ChipConfig(
+        mesh_width=int(rng.integers(1, 4)), mesh_height=int(rng.integers(1, 3)),
+        neurons_per_core=int(rng.integers(2, 33)), synapses_per_core=int(rng.integers(16, 400)),
+        axons_per_core=int(rng.integers(4, 48)), fanout_per_core=int(rng.integers(4, 96)),
+        weight_bits=int(rng.integers(2, 9)), max_vms=int(rng.integers(1, 5)), vcores_per_vm=int(rng.integers(1, 9)),
+    )
+
+
+def random_mmu(rng, cfg: ChipConfig) -> dict:
+    """``{(vm, vcore): (pcore, perms)}``; about one core in five is left bare-metal."""
+    mmu, used = {}, set()
+    for p in rng.permutation(cfg.num_cores):
+        if rng.random() < 0.2:
+            continue
+        vm = int(rng.integers(0, cfg.max_vms))
+        free = [v for v in range(cfg.vcores_per_vm) if (vm, v) not in used]
+        if not free:
+            continue
+        vc = int(rng.choice(free))
+        used.add((vm, vc))
+        perms = int(Perm.ALL) if rng.random() < 0.8 else int(rng.integers(0, 8))
+        mmu[(vm, vc)] = (int(p), perms)
+    return mmu
+
+
+def random_image(rng, cfg: ChipConfig, activity: float = 1.0) -> CoreImage:
+    N, S, A, F = cfg.neurons_per_core, cfg.synapses_per_core, cfg.axons_per_core, cfg.fanout_per_core
+    n = int(rng.integers(1, N + 1))
+    na = int(rng.integers(1, A + 1))
+    ns = int(rng.integers(1, S + 1))
+    lens = rng.integers(0, min(ns, 2 * N) + 1, size=na)
+    starts = np.array([rng.integers(0, max(ns - l, 1)) for l in lens], dtype=np.int64)
+    wmin, wmax = cfg.weight_min, cfg.weight_max
+    weight = np.where(rng.random(ns) < 0.2, rng.choice([wmin, wmax, 0, 1, -1], size=ns),
+                      rng.integers(wmin, wmax + 1, size=ns))
+    nf = int(rng.integers(0, F + 1))
+    fo_len = rng.integers(0, min(nf, 6) + 1, size=n) if nf else np.zeros(n, dtype=np.int64)
+    fo_start = np.array([rng.integers(0, max(nf - l, 1)) for l in fo_len], dtype=np.int64)
+    vspace = max(cfg.vcores_per_vm, cfg.num_cores)
+    big = rng.random() < 0.15  # saturating regime: huge weights, biases and thresholds
+    return CoreImage(
+        syn_start=starts, syn_len=lens,
+        target=rng.integers(0, N, size=ns), weight=weight,
+        du=[_pick(rng, [0, 4095, 4094, 1], 0, 4095) for _ in range(n)],
+        dv=[_pick(rng, [0, 4095, 1], 0, 4095) for _ in range(n)],
+        refract=[_pick(rng, [0, 63], 0, 4, 0.1) for _ in range(n)],
+        bias_mant=[_pick(rng, [-4096, 4095, 0], -300, 300) if rng.random() < 0.5 * activity else 0
+                   for _ in range(n)],
+        bias_exp=rng.integers(0, 8 if big else 3, size=n),
+        vth_mant=[_pick(rng, [0, 2**17 - 1, 1], 0, 2**17 - 1 if big else 400) for _ in range(n)],
+        fo_start=fo_start, fo_len=fo_len, report=rng.random(n) < 0.7,
+        fo_axon=rng.integers(0, A, size=nf), fo_vcore=rng.integers(0, vspace, size=nf),
+        weight_exp=int(rng.integers(-8, 8)) if not big else int(rng.integers(4, 8)),
+        n_active=None if rng.random() < 0.8 else int(rng.integers(0, n + 1)),
+    )

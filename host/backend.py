@@ -16,7 +16,9 @@ import numpy as np
 
 from neurovm.config import DEFAULT_CONFIG, ChipConfig
 
-from .protocol import ProtocolError, SyncAck, decode_output, encode_sync
+from neurovm.formats import OUTPUT_FORMATS, OutType
+
+from .protocol import ProtocolError, encode_sync, split_messages
 
 __all__ = ["Backend", "EmulatorBackend"]
 
@@ -50,18 +52,22 @@ class Backend(abc.ABC):
         its acknowledgement, which is removed from the returned words.
         """
         tag = next(self._tags) & 0xFF_FFFF
+        ack = OUTPUT_FORMATS[OutType.SYNC_ACK].pack(type=OutType.SYNC_ACK, tag=tag)
         self.send(np.concatenate([np.asarray(words, dtype=np.int64).ravel(), encode_sync(tag)]))
         got: list[np.ndarray] = []
         for _ in range(self.max_polls):
             chunk = self.receive()
             if chunk.size:
                 got.append(chunk)
+                if int(chunk[-1]) != ack:
+                    continue
                 out = np.concatenate(got)
-                try:
-                    msgs = decode_output(out)
+                got = [out]
+                try:  # the last word could be payload that happens to equal the ack
+                    pos, _, _ = split_messages(out)
                 except ProtocolError:
-                    continue  # a message is still arriving
-                if msgs and msgs[-1] == SyncAck(tag):
+                    continue
+                if pos[-1] == len(out) - 1:
                     return out[:-1].astype(np.uint32)
         raise TimeoutError(f"{self.name}: no SYNC acknowledgement (tag {tag}) from the chip")
 

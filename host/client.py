@@ -146,14 +146,14 @@ class ChipClient:
                 words += P.encode_run(1)
         else:
             words = P.encode_run(steps)
-        msgs = self.exchange(words)
+        spikes, msgs = P.decode_spikes(self.backend.exchange(words))
         errors = [m for m in msgs if isinstance(m, P.ErrorMsg)
                   or (isinstance(m, P.Fault) and m.origin == P.FaultOrigin.HOST)]
         if errors:
             raise ChipError("run", errors)
-        spikes = [(m.timestep, m.vm, m.vcore, m.neuron) for m in msgs if isinstance(m, P.Spike)]
         return RunResult(
-            spikes=np.array(spikes, dtype=SPIKE_DTYPE),
+            spikes=np.rec.fromarrays(spikes.T, dtype=SPIKE_DTYPE).view(np.ndarray) if len(spikes)
+            else np.zeros(0, dtype=SPIKE_DTYPE),
             faults=[m for m in msgs if isinstance(m, P.Fault)],
             steps=[m.timestep for m in msgs if isinstance(m, P.StepEnd)],
         )

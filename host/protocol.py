@@ -33,7 +33,7 @@ __all__ = [
     "encode_write", "encode_read", "encode_inject", "encode_run", "encode_mmu_map",
     "encode_read_counters", "encode_reset", "encode_sync", "encode_nop", "resync_words",
     "ReadData", "Spike", "StepEnd", "Fault", "CountersMsg", "SyncAck", "ErrorMsg",
-    "decode_output", "ProtocolError", "MAX_BURST",
+    "decode_output", "decode_spikes", "split_messages", "ProtocolError", "MAX_BURST",
 ]
 
 MAX_BURST = 4095  # data words per WRITE/READ command
@@ -181,35 +181,76 @@ class ProtocolError(ValueError):
     """The output stream itself is malformed (a backend bug, never a user error)."""
 
 
-def decode_output(words: Iterable[int]) -> list:
-    """Split an output word stream into messages. Raises :class:`ProtocolError` on garbage."""
-    w = np.asarray(list(words) if not isinstance(words, np.ndarray) else words, dtype=np.int64)
-    msgs: list = []
+def split_messages(words) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Message boundaries of an output stream: (header positions, types, payload lengths).
+
+    Raises :class:`ProtocolError` on an unknown type or a truncated message.
+    """
+    w = np.asarray(words, dtype=np.int64)
+    fixed = {int(t): n for t, n in OUTPUT_PAYLOAD_WORDS.items()}
+    counted = (int(OutType.READ_DATA), int(OutType.COUNTERS))
+    pos, types, lens = [], [], []
     i, n = 0, len(w)
+    wl = w.tolist()
     while i < n:
-        hdr = int(w[i])
-        try:
-            t = OutType(hdr >> 28)
-        except ValueError:
-            raise ProtocolError(f"unknown output type in word 0x{hdr:08x} at output index {i}") from None
-        f = OUTPUT_FORMATS[t].unpack(hdr)
-        npay = f["count"] if t in (OutType.READ_DATA, OutType.COUNTERS) else OUTPUT_PAYLOAD_WORDS[t]
-        if i + 1 + npay > n:
-            raise ProtocolError(f"truncated {t.name} message at output index {i}")
-        p = w[i + 1 : i + 1 + npay]
-        if t == OutType.READ_DATA:
-            msgs.append(ReadData(p.astype(np.uint32)))
-        elif t == OutType.SPIKE:
-            msgs.append(Spike(f["vm"], f["vcore"], f["neuron"], int(p[0])))
-        elif t == OutType.STEP_END:
-            msgs.append(StepEnd(int(p[0])))
-        elif t == OutType.FAULT:
-            msgs.append(Fault(f["vm"], FaultCause(f["cause"]), FaultOrigin(f["origin"]), int(p[0]), int(p[1])))
-        elif t == OutType.COUNTERS:
-            msgs.append(CountersMsg(p.astype(np.int64)))
-        elif t == OutType.SYNC_ACK:
-            msgs.append(SyncAck(f["tag"]))
+        hdr = wl[i]
+        t = hdr >> 28
+        if t in fixed:
+            npay = fixed[t]
+        elif t in counted:
+            npay = hdr & (0xFFF if t == OutType.READ_DATA else 0xF)
         else:
-            msgs.append(ErrorMsg(ErrorCode(f["code"]), f["detail"], int(p[0]), int(p[1])))
+            raise ProtocolError(f"unknown output type in word 0x{hdr:08x} at output index {i}")
+        if i + 1 + npay > n:
+            raise ProtocolError(f"truncated {OutType(t).name} message at output index {i}")
+        pos.append(i)
+        types.append(t)
+        lens.append(npay)
         i += 1 + npay
-    return msgs
+    return np.array(pos, dtype=np.int64), np.array(types, dtype=np.int64), np.array(lens, dtype=np.int64)
+
+
+def _message(t: OutType, hdr: int, p: np.ndarray):
+    f = OUTPUT_FORMATS[t].unpack(hdr)
+    try:
+        if t == OutType.READ_DATA:
+            return ReadData(p.astype(np.uint32))
+        if t == OutType.SPIKE:
+            return Spike(f["vm"], f["vcore"], f["neuron"], int(p[0]))
+        if t == OutType.STEP_END:
+            return StepEnd(int(p[0]))
+        if t == OutType.FAULT:
+            return Fault(f["vm"], FaultCause(f["cause"]), FaultOrigin(f["origin"]), int(p[0]), int(p[1]))
+        if t == OutType.COUNTERS:
+            return CountersMsg(p.astype(np.int64))
+        if t == OutType.SYNC_ACK:
+            return SyncAck(f["tag"])
+        return ErrorMsg(ErrorCode(f["code"]), f["detail"], int(p[0]), int(p[1]))
+    except ValueError as e:  # an undefined cause or error code
+        raise ProtocolError(f"malformed {t.name} message 0x{hdr:08x}: {e}") from None
+
+
+def decode_output(words: Iterable[int]) -> list:
+    """Split an output word stream into typed messages. Raises :class:`ProtocolError` on garbage."""
+    w = np.asarray(list(words) if not isinstance(words, np.ndarray) else words, dtype=np.int64)
+    pos, types, lens = split_messages(w)
+    return [_message(OutType(t), int(w[i]), w[i + 1 : i + 1 + n]) for i, t, n in
+            zip(pos.tolist(), types.tolist(), lens.tolist())]
+
+
+def decode_spikes(words) -> tuple[np.ndarray, list]:
+    """Fast path for RUN output: ``(spikes, other_messages)``.
+
+    ``spikes`` is an (n, 4) int64 array of (timestep, vm, vcore, neuron) in
+    stream order; every other message is decoded as by :func:`decode_output`.
+    """
+    w = np.asarray(words, dtype=np.int64)
+    pos, types, lens = split_messages(w)
+    is_spike = types == OutType.SPIKE
+    sp = pos[is_spike]
+    fmt = OUTPUT_FORMATS[OutType.SPIKE]
+    spikes = np.stack([w[sp + 1], fmt["vm"].get(w[sp]), fmt["vcore"].get(w[sp]), fmt["neuron"].get(w[sp])], 1) \
+        if sp.size else np.zeros((0, 4), dtype=np.int64)
+    others = [_message(OutType(t), int(w[i]), w[i + 1 : i + 1 + n]) for i, t, n in
+              zip(pos[~is_spike].tolist(), types[~is_spike].tolist(), lens[~is_spike].tolist())]
+    return spikes, others

@@ -22,40 +22,20 @@ from neurovm.config import ChipConfig
 from neurovm.formats import Counter
 from neurovm.host import ChipClient, EmulatorBackend
 from neurovm.image import CoreImage
+from neurovm.netbuild import images_from_edges
 
 CFG = ChipConfig(mesh_width=4, mesh_height=4, neurons_per_core=256, synapses_per_core=32768,
                  axons_per_core=4096, fanout_per_core=4096, vcores_per_vm=16)
 
 
 def build(n_neurons: int, p: float, rng) -> dict[int, CoreImage]:
-    C = CFG.num_cores
-    per_core = -(-n_neurons // C)
-    core_of = np.arange(n_neurons) // per_core
-    local = np.arange(n_neurons) % per_core
+    core_of = np.arange(n_neurons) // -(-n_neurons // CFG.num_cores)
     conn = rng.random((n_neurons, n_neurons)) < p  # conn[src, dst]
     np.fill_diagonal(conn, False)
-    images = {}
-    for q in range(C):
-        dst = np.flatnonzero(core_of == q)
-        sub = conn[:, dst]                     # (src, local dst)
-        lens = sub.sum(axis=1)                 # axon j of core q carries source neuron j
-        starts = np.cumsum(lens) - lens
-        src_idx, dst_idx = np.nonzero(sub)     # row-major: grouped by source = by axon
-        weights = rng.integers(-50, 51, size=src_idx.size)
-        # fan-out of this core's neurons: one entry per core holding at least one target
-        reach = np.stack([conn[np.flatnonzero(core_of == q)][:, core_of == r].any(axis=1) for r in range(C)], 1)
-        fo_len = reach.sum(axis=1)
-        fo_start = np.cumsum(fo_len) - fo_len
-        srcs, dcores = np.nonzero(reach)
-        n = dst.size
-        images[q] = CoreImage(
-            syn_start=starts, syn_len=lens, target=local[dst][dst_idx], weight=weights,
-            du=np.full(n, 1024), dv=np.full(n, 256), refract=np.full(n, 2),
-            bias_mant=rng.integers(40, 100, size=n), bias_exp=np.full(n, 3), vth_mant=np.full(n, 120),
-            fo_start=fo_start, fo_len=fo_len, report=np.ones(n),
-            fo_axon=np.flatnonzero(core_of == q)[srcs], fo_vcore=dcores, weight_exp=0,
-        )
-    return images
+    src, dst = np.nonzero(conn)
+    params = dict(du=1024, dv=256, refract=2, bias_mant=rng.integers(40, 100, size=n_neurons), bias_exp=3,
+                  vth_mant=120)
+    return images_from_edges(CFG, core_of, src, dst, rng.integers(-50, 51, size=src.size), params)
 
 
 def main():

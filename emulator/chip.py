@@ -99,14 +99,13 @@ class Chip:
         self.stream_index = 0  # index of the next input word since power-up (not cleared by RESET)
         self._out: list[np.ndarray] = []
         c = config
-        C, N = c.num_cores, c.neurons_per_core
+        C = c.num_cores
         self._route = self._route_matrix()
         self._xy = np.array([c.core_xy(p) for p in range(C)], dtype=np.int64)
         self._lut: np.ndarray | None = None
         self._dec: _Decoded | None = None
         self.mem: dict[Region, np.ndarray] = {}
         self._reset_chip()
-        assert self.u.shape == (C, N)
 
     # ------------------------------------------------------------------
     # public stream interface
@@ -162,7 +161,7 @@ class Chip:
         self._lut = None
 
     def _reset_core(self, p: int):
-        for region, arr in self.mem.items():
+        for arr in self.mem.values():
             arr[p] = 0
         for arr in (self.u, self.v, self.ref, self.acc, self.counters):
             arr[p] = 0

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from neurovm.config import HV_VM
 from neurovm.formats import ARCH_COUNTERS, NUM_COUNTERS, REGIONS, Perm, Region
 from neurovm.image import CoreImage
 
@@ -164,5 +163,3 @@ class ChipClient:
         msgs = self._checked(f"counters VM {vm} vcore {vcore}", P.encode_read_counters(vm, vcore, 0, n))
         return next(m.values for m in msgs if isinstance(m, P.CountersMsg))
 
-
-HV = HV_VM

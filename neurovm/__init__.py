@@ -6,7 +6,16 @@ bit-exact golden model), ``neurovm.mapper`` (SNN partitioning and placement),
 live in :mod:`neurovm.config`, the word formats in :mod:`neurovm.formats`.
 """
 
+from __future__ import annotations
+
 from .config import DEFAULT_CONFIG, ChipConfig
 
 __version__ = "0.1.0"
-__all__ = ["ChipConfig", "DEFAULT_CONFIG", "__version__"]
+__all__ = ["ChipConfig", "DEFAULT_CONFIG", "__version__", "open"]
+
+
+def open(backend: str = "emulator", config: ChipConfig | None = None):  # noqa: A001 - the runtime's entry point
+    """Open a chip over a backend and return a :class:`neurovm.host.ChipClient`."""
+    from .host import open as _open
+
+    return _open(backend, config)

@@ -101,3 +101,11 @@ def test_hypervisor_reset_of_one_core_scrubs_it_only():
     chip.reset(pcore=1)
     assert chip.read(HV_VM, 1, Region.NRN_BIAS, 0, 1)[0] == 0 and chip.counters(HV_VM, 1).sum() == 0
     assert chip.read(HV_VM, 0, Region.NRN_BIAS, 0, 1)[0] == 700
+
+
+def test_root_open_names_unknown_backends():
+    import neurovm
+
+    assert neurovm.open("emulator").config == neurovm.DEFAULT_CONFIG
+    with pytest.raises(ValueError, match="unknown backend 'verilator'; available: 'emulator'"):
+        neurovm.open("verilator")

@@ -16,8 +16,6 @@ CFG = ChipConfig(mesh_width=2, mesh_height=1, neurons_per_core=8, synapses_per_c
 
 def workload() -> list[int]:
     """A small valid workload: two VMs, random images, injections, 6 steps, state and counter reads."""
-    from neurovm.image import CoreImage  # noqa: F401  (images come from random_image)
-
     rng = np.random.default_rng(99)
     w = P.encode_reset() + P.encode_mmu_map(0, 0, 0) + P.encode_mmu_map(1, 1, 1)
     for vm, vc in ((0, 0), (1, 1)):

@@ -233,7 +233,11 @@ def _message(t: OutType, hdr: int, p: np.ndarray):
 def decode_output(words: Iterable[int]) -> list:
     """Split an output word stream into typed messages. Raises :class:`ProtocolError` on garbage."""
     w = np.asarray(list(words) if not isinstance(words, np.ndarray) else words, dtype=np.int64)
-    pos, types, lens = split_messages(w)
+    return _messages(w, *split_messages(w))
+
+
+def _messages(w: np.ndarray, pos: np.ndarray, types: np.ndarray, lens: np.ndarray) -> list:
+    """Typed messages for the given boundaries of stream ``w``."""
     return [_message(OutType(t), int(w[i]), w[i + 1 : i + 1 + n]) for i, t, n in
             zip(pos.tolist(), types.tolist(), lens.tolist())]
 
@@ -251,6 +255,5 @@ def decode_spikes(words) -> tuple[np.ndarray, list]:
     fmt = OUTPUT_FORMATS[OutType.SPIKE]
     spikes = np.stack([w[sp + 1], fmt["vm"].get(w[sp]), fmt["vcore"].get(w[sp]), fmt["neuron"].get(w[sp])], 1) \
         if sp.size else np.zeros((0, 4), dtype=np.int64)
-    others = [_message(OutType(t), int(w[i]), w[i + 1 : i + 1 + n]) for i, t, n in
-              zip(pos[~is_spike].tolist(), types[~is_spike].tolist(), lens[~is_spike].tolist())]
+    others = _messages(w, pos[~is_spike], types[~is_spike], lens[~is_spike])
     return spikes, others

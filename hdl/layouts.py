@@ -2,7 +2,8 @@
 
 Generated from :mod:`neurovm.formats` (the single source), with reserved
 gaps filled by padding members named ``_rsvd<lsb>``; every layout is exactly
-32 bits.  ``tests/test_formats.py`` checks the offsets against the tables.
+``fmt.bits`` wide (32 for host words).  ``tests/test_formats.py`` checks the
+offsets against the tables.
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ from __future__ import annotations
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
-from neurovm.formats import COMMAND_FORMATS, MMU_ENTRY, OUTPUT_FORMATS, REGIONS, WORD_BITS, WordFormat
+from neurovm.config import ChipConfig
+from neurovm.formats import COMMAND_FORMATS, LINK_FORMATS, MMU_ENTRY, OUTPUT_FORMATS, REGIONS, Region, WordFormat
 
-__all__ = ["struct_layout", "COMMAND_LAYOUTS", "OUTPUT_LAYOUTS", "REGION_LAYOUTS", "MMU_ENTRY_LAYOUT"]
+__all__ = [
+    "struct_layout", "storage_layout", "COMMAND_LAYOUTS", "OUTPUT_LAYOUTS", "REGION_LAYOUTS",
+    "MMU_ENTRY_LAYOUT", "LINK_LAYOUTS",
+]
 
 
 def struct_layout(fmt: WordFormat) -> data.StructLayout:
-    """The 32-bit StructLayout of a :class:`~neurovm.formats.WordFormat`."""
+    """The StructLayout of a :class:`~neurovm.formats.WordFormat` (``fmt.bits`` wide)."""
     members = {}
     pos = 0
     for f in sorted(fmt.fields.values(), key=lambda f: f.lsb):
@@ -24,8 +29,8 @@ def struct_layout(fmt: WordFormat) -> data.StructLayout:
             members[f"_rsvd{pos}"] = unsigned(f.lsb - pos)
         members[f.name] = signed(f.width) if f.signed else unsigned(f.width)
         pos = f.lsb + f.width
-    if pos < WORD_BITS:
-        members[f"_rsvd{pos}"] = unsigned(WORD_BITS - pos)
+    if pos < fmt.bits:
+        members[f"_rsvd{pos}"] = unsigned(fmt.bits - pos)
     return data.StructLayout(members)
 
 
@@ -33,3 +38,24 @@ COMMAND_LAYOUTS = {op: struct_layout(fmt) for op, fmt in COMMAND_FORMATS.items()
 OUTPUT_LAYOUTS = {t: struct_layout(fmt) for t, fmt in OUTPUT_FORMATS.items()}
 REGION_LAYOUTS = {r: struct_layout(spec.fmt) for r, spec in REGIONS.items()}
 MMU_ENTRY_LAYOUT = struct_layout(MMU_ENTRY)
+LINK_LAYOUTS = {name: struct_layout(fmt) for name, fmt in LINK_FORMATS.items()}
+
+
+def _field_shape(lo: int, hi: int):
+    """The narrowest shape holding every integer in ``lo..hi``."""
+    if lo >= 0:
+        return unsigned(max(1, hi.bit_length()))
+    width = max((-lo - 1).bit_length(), hi.bit_length()) + 1
+    return signed(width)
+
+
+def storage_layout(region: Region, config: ChipConfig) -> data.StructLayout:
+    """How a core stores one word of ``region``: each field at the width its legal range needs.
+
+    The host interface rejects illegal words (§8.3 check 10), so a legal word
+    survives the round trip word -> storage -> word exactly, and the memories
+    are no wider than the chip configuration requires.
+    """
+    spec = REGIONS[region]
+    bounds = spec.bounds(config)
+    return data.StructLayout({name: _field_shape(*bounds[name]) for name in spec.fmt.fields})

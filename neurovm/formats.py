@@ -38,6 +38,7 @@ __all__ = [
     "Field", "WordFormat", "Opcode", "OutType", "ErrorCode", "FaultCause", "Perm",
     "Region", "RegionSpec", "REGIONS", "COMMAND_FORMATS", "OUTPUT_FORMATS",
     "MMU_ENTRY", "Counter", "NUM_COUNTERS", "ARCH_COUNTERS",
+    "AXON_EVENT", "CORE_SPIKE", "CFG_REQUEST", "CfgOp", "AER_PACKET", "LINK_FORMATS",
 ]
 
 WORD_BITS = 32
@@ -85,21 +86,28 @@ class Field:
 
 
 class WordFormat:
-    """A named 32-bit word made of non-overlapping fields; other bits are reserved (zero)."""
+    """A named word made of non-overlapping fields; other bits are reserved (zero).
 
-    def __init__(self, name: str, *fields: Field):
+    Host-visible words are 32 bits; the payloads of internal HDL links
+    (:data:`LINK_FORMATS`) use ``bits`` up to 63.
+    """
+
+    def __init__(self, name: str, *fields: Field, bits: int = WORD_BITS):
+        if not 1 <= bits <= 63:
+            raise ValueError(f"{name}: {bits} bits is outside 1..63")
         self.name = name
+        self.bits = bits
         self.fields: dict[str, Field] = {}
         used = 0
         for f in fields:
-            if f.lsb < 0 or f.width < 1 or f.lsb + f.width > WORD_BITS:
-                raise ValueError(f"{name}.{f.name} does not fit a 32-bit word")
+            if f.lsb < 0 or f.width < 1 or f.lsb + f.width > bits:
+                raise ValueError(f"{name}.{f.name} does not fit a {bits}-bit word")
             if used & f.mask:
                 raise ValueError(f"{name}.{f.name} overlaps another field")
             used |= f.mask
             self.fields[f.name] = f
         self.used_mask = used
-        self.reserved_mask = WORD_MASK & ~used
+        self.reserved_mask = ((1 << bits) - 1) & ~used
 
     def __getitem__(self, name: str) -> Field:
         return self.fields[name]
@@ -126,7 +134,7 @@ class WordFormat:
         for name, value in values.items():
             part = self.fields[name].put(np.asarray(value))
             word = part if word is None else word | part
-        return np.asarray(word, dtype=np.int64).astype(np.uint32)
+        return np.asarray(word, dtype=np.int64).astype(np.uint32 if self.bits <= WORD_BITS else np.uint64)
 
     def unpack(self, word: int) -> dict[str, int]:
         return {name: f.get(word) for name, f in self.fields.items()}
@@ -389,3 +397,42 @@ class Counter(enum.IntEnum):
 NUM_COUNTERS = len(Counter)
 #: Counters whose values are architectural (identical on every backend).
 ARCH_COUNTERS = NUM_COUNTERS - 1
+
+
+# ---------------------------------------------------------------------------
+# Internal links between HDL blocks (docs/architecture.md §12).  Not visible to
+# the host; declared here so the HDL stream payloads (``hdl/layouts.py``) and
+# the cocotb drivers and monitors pack the same bits.
+# ---------------------------------------------------------------------------
+#: Input of a core: one spike arriving on one of its axons (INJECT or mesh).
+AXON_EVENT = WordFormat("AXON_EVENT", Field("axon", 0, 16), bits=16)
+
+#: Output of a core: a spike to report (``report`` = 1, other fields 0 but
+#: ``neuron``) or one fan-out entry of a spiking neuron.  Bits [23:0] are the
+#: FANOUT memory word (the virtual destination the MMU translates).
+CORE_SPIKE = WordFormat(
+    "CORE_SPIKE",
+    Field("axon", 0, 16), Field("vcore", 16, 8), Field("neuron", 24, 16), Field("report", 40, 1),
+    bits=41,
+)
+
+
+class CfgOp(enum.IntEnum):
+    """Operation of a core configuration request."""
+
+    READ = 0    # read one memory word; the core answers with its 32-bit value
+    WRITE = 1   # write one (already validated) memory word
+    CLEAR = 2   # RESET core: zero every memory, register and counter
+
+
+#: Configuration request to one core (from the host interface, after the MMU).
+CFG_REQUEST = WordFormat(
+    "CFG_REQUEST",
+    Field("data", 0, 32), Field("addr", 32, 16), Field("region", 48, 4), Field("op", 52, 2),
+    bits=54,
+)
+
+#: An AER packet on the mesh (§10).
+AER_PACKET = WordFormat("AER_PACKET", Field("axon", 0, 16), Field("dst_x", 16, 4), Field("dst_y", 20, 4), bits=24)
+
+LINK_FORMATS = {f.name: f for f in (AXON_EVENT, CORE_SPIKE, CFG_REQUEST, AER_PACKET)}

@@ -6,18 +6,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neurovm.config import ChipConfig
-from neurovm.formats import COMMAND_FORMATS, MMU_ENTRY, OUTPUT_FORMATS, REGIONS, Region, WordFormat, Field
-from neurovm.hdl.layouts import COMMAND_LAYOUTS, MMU_ENTRY_LAYOUT, OUTPUT_LAYOUTS, REGION_LAYOUTS
+from neurovm.formats import COMMAND_FORMATS, LINK_FORMATS, MMU_ENTRY, OUTPUT_FORMATS, REGIONS, Region, WordFormat, Field
+from neurovm.hdl.layouts import COMMAND_LAYOUTS, LINK_LAYOUTS, MMU_ENTRY_LAYOUT, OUTPUT_LAYOUTS, REGION_LAYOUTS, storage_layout
 
 ALL = ([(f"cmd {k.name}", f, COMMAND_LAYOUTS[k]) for k, f in COMMAND_FORMATS.items()]
        + [(f"out {k.name}", f, OUTPUT_LAYOUTS[k]) for k, f in OUTPUT_FORMATS.items()]
        + [(f"region {k.name}", s.fmt, REGION_LAYOUTS[k]) for k, s in REGIONS.items()]
-       + [("MMU_ENTRY", MMU_ENTRY, MMU_ENTRY_LAYOUT)])
+       + [("MMU_ENTRY", MMU_ENTRY, MMU_ENTRY_LAYOUT)]
+       + [(f"link {k}", f, LINK_LAYOUTS[k]) for k, f in LINK_FORMATS.items()])
 
 
 @pytest.mark.parametrize("name,fmt,layout", ALL, ids=[a[0] for a in ALL])
 def test_hdl_layout_offsets_match_format_table(name, fmt, layout):
-    assert layout.size == 32
+    assert layout.size == fmt.bits
     members = {n: (off, shape) for n, off, shape in
                ((n, layout[n].offset, layout[n].shape) for n, _ in layout)}
     for f in fmt.fields.values():
@@ -46,7 +47,7 @@ def test_pack_rejects_values_that_do_not_fit():
 def test_pack_unpack_roundtrip(fmt, data):
     vals = {n: data.draw(st.integers(f.min, f.max)) for n, f in fmt.fields.items()}
     word = fmt.pack(**vals)
-    assert 0 <= word < 2**32 and not word & fmt.reserved_mask
+    assert 0 <= word < 2**fmt.bits and not word & fmt.reserved_mask
     assert fmt.unpack(word) == vals
     arr = np.array([word, word], dtype=np.int64)
     for n, f in fmt.fields.items():
@@ -71,3 +72,23 @@ def test_chipconfig_rejects_bad_sizes():
     with pytest.raises(TypeError, match="mesh_width"):
         ChipConfig(mesh_width=2.0)
     assert ChipConfig.from_dict(ChipConfig().to_dict()) == ChipConfig()
+
+
+@pytest.mark.parametrize("config", [ChipConfig(), ChipConfig(neurons_per_core=1, synapses_per_core=1, axons_per_core=1,
+                                                              fanout_per_core=1, weight_bits=2, vcores_per_vm=1,
+                                                              mesh_width=1, mesh_height=1)],
+                         ids=["default", "minimal"])
+@pytest.mark.parametrize("region", list(Region), ids=[r.name for r in Region])
+def test_storage_layout_holds_exactly_the_legal_range(region, config):
+    """Each stored field is the narrowest shape that holds the field's legal range (§5)."""
+    layout = storage_layout(region, config)
+    for name, (lo, hi) in REGIONS[region].bounds(config).items():
+        shape = layout[name].shape
+        smin = -(1 << (shape.width - 1)) if shape.signed else 0
+        smax = (1 << (shape.width - (1 if shape.signed else 0))) - 1
+        assert smin <= lo and hi <= smax, (name, shape)
+        # one bit narrower would lose a legal value (unless already 1 bit)
+        if shape.width > 1:
+            nmin = -(1 << (shape.width - 2)) if shape.signed else 0
+            nmax = (1 << (shape.width - (2 if shape.signed else 1))) - 1
+            assert lo < nmin or hi > nmax, (name, shape)

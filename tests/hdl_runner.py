@@ -44,11 +44,16 @@ def run_cocotb(component, toplevel: str, build_name: str, test_module: str, env:
     for p in (str(ROOT), str(COCOTB_DIR)):   # the runner passes sys.path on as PYTHONPATH
         if p not in sys.path:
             sys.path.append(p)
-    if waves:
-        run_env["NEUROVM_WAVES"] = str(build_dir / f"{run_name}.fst")
-    runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir, test_dir=build_dir,
-                extra_env=run_env, test_filter=test_filter, results_xml=str(xml), waves=waves,
-                log_file=build_dir / f"{run_name}.log")
+    xml.unlink(missing_ok=True)
+    try:   # the runner exits (SystemExit) when a test failed; the results file says which
+        runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir, test_dir=build_dir,
+                    extra_env=run_env, test_filter=test_filter, results_xml=str(xml), waves=waves,
+                    log_file=build_dir / f"{run_name}.log")
+    except SystemExit:
+        if not xml.exists():
+            raise AssertionError(f"simulation died; see {build_dir / (run_name + '.log')}") from None
+    if waves and (build_dir / "dump.fst").exists():   # name the waveform after the run
+        (build_dir / "dump.fst").replace(build_dir / f"{run_name}.fst")
     results = []
     for case in ET.parse(xml).getroot().iter("testcase"):
         failure = case.find("failure")

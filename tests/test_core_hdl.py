@@ -17,22 +17,36 @@ NARROW = ChipConfig(mesh_width=1, mesh_height=1, neurons_per_core=23, synapses_p
 DEFAULT_1x1 = ChipConfig(mesh_width=1, mesh_height=1)
 
 
-def _run(config, name, seeds, test_filter=None, run_name="run"):
+def _run(config, name, seeds, test_filter=None, run_name="run", max_events=None):
     env = config_env(config) | {"NEUROVM_SEEDS": f"{seeds[0]}:{seeds[1]}"}
+    if max_events is not None:
+        env["NEUROVM_MAX_EVENTS"] = str(max_events)
     return run_cocotb(LifCore(config), "lif_core", f"core_{name}", "core_tb", env,
                       test_filter=test_filter, run_name=run_name)
 
 
-@pytest.mark.parametrize("config,name,seeds", [
-    (SMALL, "small", (0, 170)),
-    (NARROW, "narrow", (1000, 1040)),
-], ids=["small-170", "narrow-40"])
-def test_random_cores_match_golden_model(config, name, seeds):
-    results = _run(config, name, seeds, test_filter="random_core", run_name="random")
-    assert sum(r["name"].startswith("random_core") for r in results) == seeds[1] - seeds[0]
+@pytest.mark.parametrize("config,name,seeds,max_events", [
+    (SMALL, "small", (0, 170), None),
+    (NARROW, "narrow", (1000, 1040), None),
+    (DEFAULT_1x1, "default", (2000, 2008), 40),   # the real core size; bursts capped to keep it quick
+], ids=["small-170", "narrow-40", "default-8"])
+def test_random_cores_match_golden_model(config, name, seeds, max_events):
+    results = _run(config, name, seeds, test_filter="random_core", run_name="random", max_events=max_events)
+    assert sum(r["name"].startswith("random_core/") for r in results) == seeds[1] - seeds[0]
 
 
 @pytest.mark.slow
 def test_random_cores_sweep():
     results = _run(SMALL, "small", (10_000, 12_000), test_filter="random_core", run_name="sweep")
     assert len(results) == 2000
+
+
+DIRECTED = "empty_steps|all_neurons_fire|back_to_back_ops_on_one_neuron|max_fanout|refractory_period|" \
+           "config_readback_and_clear|stalls_do_not_change_results"
+
+
+@pytest.mark.parametrize("config,name", [(SMALL, "small"), (NARROW, "narrow"), (DEFAULT_1x1, "default")],
+                         ids=["small", "narrow", "default"])
+def test_directed_corners(config, name):
+    results = _run(config, name, (0, 0), test_filter=DIRECTED, run_name="directed")
+    assert len(results) == 7

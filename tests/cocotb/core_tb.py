@@ -24,7 +24,8 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles
 
-from agents import CycleLoop, InOrderScoreboard, PulseDriver, StreamSink, StreamSource, random_pauses, value_of
+from agents import (CycleLoop, InOrderScoreboard, PulseDriver, StreamSink, StreamSource, never, random_pauses,
+                    value_of)
 from neurovm.config import HV_VM, U_MAX, U_MIN, V_MAX, V_MIN, ChipConfig
 from neurovm.emulator import Chip
 from neurovm.formats import (
@@ -49,11 +50,16 @@ assert CFG.num_cores == 1, "the core testbench models a 1x1 chip"
 N, S, A, F = CFG.neurons_per_core, CFG.synapses_per_core, CFG.axons_per_core, CFG.fanout_per_core
 _lo, _hi = (int(x) for x in os.environ.get("NEUROVM_SEEDS", "0:10").split(":"))
 SEEDS = list(range(_lo, _hi))
+MAX_EVENTS = int(os.environ.get("NEUROVM_MAX_EVENTS", "1000000"))  # caps bursts on big cores
+#: What the random cases exercised (checked by ``random_core_coverage``).
+COVERAGE = {"steps": 0, "reports": 0, "faults": 0, "loopbacks": 0, "saturating_trains": 0, "v_saturated": 0,
+            "refractory": 0, "inactive_neurons": 0}
 STATE_REGIONS = (Region.STATE_U, Region.STATE_V, Region.STATE_REF, Region.ACC)
 COUNTERS = ("syn_ops", "neuron_updates", "spikes_out")  # counters 0..2 of §9.1
 
 _SPIKE = OUTPUT_FORMATS[OutType.SPIKE]
 _FAULT = OUTPUT_FORMATS[OutType.FAULT]
+CFG_FIELD = REGIONS[Region.CORE_CFG].fmt
 _STEP_END = OUTPUT_FORMATS[OutType.STEP_END].pack(type=OutType.STEP_END)
 _FAULT_HDR = _FAULT.pack(type=OutType.FAULT, vm=HV_VM, cause=FaultCause.UNMAPPED, origin=FaultOrigin.FANOUT)
 
@@ -106,6 +112,11 @@ class CoreTestbench:
         self.loopbacks = 0
         self.faults = 0
         self.reports = 0
+
+    def stalls(self, rng, gaps: float, backpressure: float):
+        """Random input gaps and output backpressure from now on (0 = none)."""
+        self.events.pause = random_pauses(rng, gaps) if gaps else never()
+        self.spikes.pause = random_pauses(rng, backpressure) if backpressure else never()
 
     # ---------------------------------------------------------------- signals
     def phase(self) -> CorePhase:
@@ -202,6 +213,9 @@ def random_train(rng, cfg: ChipConfig) -> list[int]:
     r = rng.random()
     k = 0 if r < 0.15 else int(rng.integers(1, 6)) if r < 0.7 else int(rng.integers(cfg.axons_per_core,
                                                                                    3 * cfg.axons_per_core + 1))
+    k = min(k, MAX_EVENTS)
+    if k >= cfg.axons_per_core:
+        COVERAGE["saturating_trains"] += 1
     return rng.integers(0, cfg.axons_per_core, size=k).tolist()
 
 
@@ -221,6 +235,10 @@ async def check_state(tb: CoreTestbench, model: CoreModel, context: str):
         if got != want:
             bad = next(i for i in range(N) if got[i] != want[i])
             raise AssertionError(f"{context}: {region.name}[{bad}] = 0x{got[bad]:08x}, golden 0x{want[bad]:08x}")
+    v = np.array(model.read(Region.STATE_V, 0, N), dtype=np.int64)
+    v = np.where(v >= 1 << 31, v - (1 << 32), v)
+    COVERAGE["v_saturated"] += int(np.sum(np.abs(v) == V_MAX))
+    COVERAGE["refractory"] += int(np.sum(np.array(model.read(Region.STATE_REF, 0, N)) > 0))
     got, want = tb.counters(), model.counters()
     assert got == want, f"{context}: counters {dict(zip(COUNTERS, got))}, golden {dict(zip(COUNTERS, want))}"
 
@@ -246,6 +264,7 @@ async def run_case(tb: CoreTestbench, words, trains, context: str, state_every: 
         tb.board.check()
         if state_every and (i + 1) % state_every == 0:
             await check_state(tb, model, ctx)
+    COVERAGE["steps"] += len(trains)
     return outputs
 
 
@@ -277,3 +296,158 @@ async def random_core(dut, seed):
     tb = CoreTestbench(dut, rng, gaps=gaps, backpressure=bp)
     await tb.reset()
     await run_case(tb, words, trains, f"seed {seed} (gaps {gaps}, backpressure {bp})")
+    for k in ("reports", "faults", "loopbacks"):
+        COVERAGE[k] += getattr(tb, k)
+    n_active = CFG_FIELD["n_active"].get(words[Region.CORE_CFG][0])
+    COVERAGE["inactive_neurons"] += N - n_active
+
+
+@cocotb.test()
+async def random_core_coverage(dut):
+    """The random cores above exercised every mechanism (runs after them; fails if one was never hit)."""
+    if len(SEEDS) < 20:
+        return  # too few cases to demand coverage; nothing was run to measure
+    dut._log.info("random-core coverage: %s", COVERAGE)
+    missing = [k for k, v in COVERAGE.items() if v == 0]
+    assert not missing, f"random cores never exercised {missing}: {COVERAGE}"
+
+
+# -------------------------------------------------------------------- directed corners
+def neurons(n_active=None, **fields) -> dict:
+    """A CoreImage field dict for N neurons with the given per-neuron constants."""
+    base = dict(du=0, dv=0, refract=0, bias_mant=0, bias_exp=0, vth_mant=100_000, fo_start=0, fo_len=0, report=1)
+    base.update(fields)
+    return {k: np.full(N, v, dtype=np.int64) if np.isscalar(v) else np.asarray(v) for k, v in base.items()}
+
+
+def spikes_of(output: list[int]) -> list[int]:
+    """Neuron ids of the SPIKE messages in one step's expected output."""
+    out, i = [], 0
+    while i < len(output):
+        t = output[i] >> 28
+        if t == OutType.SPIKE:
+            out.append(_SPIKE["neuron"].get(output[i]))
+            i += 2
+        elif t == OutType.FAULT:
+            i += 3
+        else:
+            i += 2
+    return out
+
+
+async def directed(dut, img: CoreImage, trains, name, gaps=0.0, backpressure=0.0, state=None):
+    tb = CoreTestbench(dut, np.random.default_rng(1), gaps=gaps, backpressure=backpressure)
+    await tb.reset()
+    outputs = await run_case(tb, image_words(img, state), trains, name)
+    return tb, outputs
+
+
+@cocotb.test()
+async def empty_steps(dut):
+    """No input, no bias: only STEP_END, and every active neuron is still updated."""
+    img = CoreImage(**neurons(report=1), syn_start=[0], syn_len=[0], target=[0], weight=[0])
+    tb, outs = await directed(dut, img, [([], [])] * 3, "empty steps")
+    assert outs == [[_STEP_END, t] for t in (1, 2, 3)], outs
+    assert tb.counters() == [0, 3 * N, 0]
+
+
+@cocotb.test()
+async def all_neurons_fire(dut):
+    """Threshold 0 and a positive bias: every active neuron fires every step, in neuron order."""
+    img = CoreImage(**neurons(bias_mant=1, vth_mant=0, fo_start=0, fo_len=1),
+                    fo_axon=[0], fo_vcore=[0], syn_start=[0], syn_len=[1], target=[0], weight=[1])
+    tb, outs = await directed(dut, img, [([], [])] * 3, "all neurons fire", backpressure=0.5)
+    for o in outs:
+        assert spikes_of(o) == list(range(N)), o
+    assert tb.loopbacks == 3 * N and tb.counters()[2] == 3 * N
+
+
+@cocotb.test()
+async def back_to_back_ops_on_one_neuron(dut):
+    """Every synapse of the core targets neuron 0: consecutive read-modify-writes of one ACC word."""
+    w = CFG.weight_max
+    img = CoreImage(**neurons(), syn_start=[0], syn_len=[S], target=np.zeros(S, dtype=np.int64),
+                    weight=np.full(S, w), weight_exp=7)
+    trains = [([0, 0, 0], [0, 0]), ([0], [0, 0, 0]), ([], [])]
+    tb, outs = await directed(dut, img, trains, "back-to-back ops")
+    assert tb.counters()[0] == 9 * S
+
+
+@cocotb.test()
+async def max_fanout(dut):
+    """One neuron with all F fan-out entries (loop-backs and faults alternating) fires every step."""
+    vcore = np.arange(F) % 2          # 0: back into this core, 1: no such core -> UNMAPPED fault
+    axon = np.arange(F) % A
+    img = CoreImage(**neurons(bias_mant=4095, bias_exp=7, vth_mant=0,
+                              fo_len=[F] + [0] * (N - 1), report=[1] + [0] * (N - 1)),
+                    fo_axon=axon, fo_vcore=vcore, syn_start=[0], syn_len=[0], target=[0], weight=[0])
+    tb, outs = await directed(dut, img, [([], [])] * 2, "max fan-out", backpressure=0.3)
+    assert tb.faults == 2 * (F // 2) and tb.loopbacks == 2 * (F - F // 2)
+    assert all(spikes_of(o)[:1] == [0] for o in outs)
+
+
+@cocotb.test()
+async def refractory_period(dut):
+    """Constant strong drive with refract = k: a spike every k+1 steps, v held at 0 in between."""
+    k = np.arange(N) % 5
+    img = CoreImage(**neurons(bias_mant=4095, bias_exp=7, vth_mant=0, refract=k),
+                    syn_start=[0], syn_len=[0], target=[0], weight=[0])
+    tb, outs = await directed(dut, img, [([], [])] * 12, "refractory")
+    for n in range(N):
+        fired = [t + 1 for t, o in enumerate(outs) if n in spikes_of(o)]
+        assert fired == list(range(1, 13, int(k[n]) + 1)), (n, fired)
+
+
+@cocotb.test()
+async def config_readback_and_clear(dut):
+    """Every legal word written to every entry of every region reads back; CLEAR zeroes them all."""
+    rng = np.random.default_rng(7)
+    tb = CoreTestbench(dut, rng)
+    await tb.reset()
+    await tb.clear()
+    written = {}
+    for region, spec in REGIONS.items():
+        size = spec.size(CFG)
+        words = []
+        while len(words) < size:   # rejection-sample legal words, corners included
+            cand = rng.integers(0, 2**32, size=4 * size)
+            for name, f in spec.fmt.fields.items():
+                lo, hi = spec.bounds(CFG)[name]
+                vals = np.where(rng.random(cand.size) < 0.2, rng.choice([lo, hi], size=cand.size),
+                                rng.integers(lo, hi + 1, size=cand.size))
+                cand = (cand & ~f.mask) | f.put(vals)
+            cand &= spec.fmt.used_mask
+            words += [int(w) for w in cand[~spec.invalid(CFG, cand)]]
+        written[region] = words[:size]
+        await tb.write(region, 0, written[region])
+    for region, words in written.items():
+        got = await tb.read(region, 0, len(words))
+        assert got == words, f"{region.name}: read back differs at {next(i for i in range(len(words)) if got[i] != words[i])}"
+    await tb.clear()
+    for region, words in written.items():
+        got = await tb.read(region, 0, len(words))
+        assert not any(got), f"{region.name} not cleared"
+    assert tb.counters() == [0, 0, 0]
+
+
+@cocotb.test()
+async def stalls_do_not_change_results(dut):
+    """The same case with no stalls and with heavy input gaps and output backpressure:
+    both match the golden model, and the stalls really took effect (more cycles)."""
+    rng = np.random.default_rng(99)
+    tb = CoreTestbench(dut, rng)
+    await tb.reset()
+    seed = 424242
+    while True:   # a case with real traffic
+        _, words, trains = random_case(seed)
+        trains = [(p[:40], d[:40]) for p, d in trains]
+        if sum(len(p) + len(d) for p, d in trains) >= 10:
+            break
+        seed += 1
+    cycles = []
+    for gaps, bp in ((0.0, 0.0), (0.8, 0.8)):
+        tb.stalls(rng, gaps, bp)
+        c0 = tb.loop.cycle
+        await run_case(tb, words, trains, f"seed {seed} gaps={gaps} backpressure={bp}")
+        cycles.append(tb.loop.cycle - c0)
+    assert cycles[1] > cycles[0], cycles

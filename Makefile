@@ -27,6 +27,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/emulator_throughput.py
+	$(PY) benchmarks/core_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -69,6 +69,7 @@ class CorePhase(enum.Enum, shape=3):
 def _word_of(m: Module, region: Region, stored) -> Signal:
     """The 32-bit memory word (§5 format) of a stored entry (sign/zero-extends each field)."""
     word = Signal(REGION_LAYOUTS[region], name=f"word_{region.name.lower()}")
+    m.d.comb += word.eq(0)   # reserved bits read as 0
     for name in REGIONS[region].fmt.fields:
         m.d.comb += getattr(word, name).eq(getattr(stored, name))
     return word
@@ -140,6 +141,7 @@ class LifCore(wiring.Component):
     def elaborate(self, platform):
         c = self.config
         N, S, A, F = c.neurons_per_core, c.synapses_per_core, c.axons_per_core, c.fanout_per_core
+        nrange = range(max(2, N))   # neuron index registers: at least 1 bit (Verilog has no 0-bit vectors)
         m = Module()
 
         # ------------------------------------------------------------------
@@ -148,14 +150,15 @@ class LifCore(wiring.Component):
         depth = {Region.AXON: A, Region.SYN: S, Region.FANOUT: F}
         mems, rd, wr = {}, {}, {}
         for r in _MEM_REGIONS:
-            mem = memory.Memory(shape=storage_layout(r, c), depth=depth.get(r, N), init=[])
+            # at least 2 rows: a 1-row memory has a 0-bit address, which Verilog cannot declare
+            mem = memory.Memory(shape=storage_layout(r, c), depth=max(2, depth.get(r, N)), init=[])
             m.submodules[f"mem_{r.name.lower()}"] = mems[r] = mem
             wr[r] = mem.write_port()
             rd[r] = mem.read_port()
         acc_shape = signed(STATE_BITS)
         acc_mem, acc_rd, acc_wr = [], [], []
         for b in range(2):
-            mem = memory.Memory(shape=acc_shape, depth=N, init=[])
+            mem = memory.Memory(shape=acc_shape, depth=max(2, N), init=[])
             m.submodules[f"mem_acc{b}"] = mem
             w = mem.write_port()
             acc_mem.append(mem)
@@ -198,7 +201,7 @@ class LifCore(wiring.Component):
         w_rem = Signal(range(S + 1))
         s2_valid = Signal()
         s3_valid = Signal()
-        s3_target = Signal(range(N))
+        s3_target = Signal(nrange)
         s3_sw = Signal(acc_shape)
         syn_empty = ~(ax_valid | w_active | s2_valid | s3_valid)
         m.d.comb += self.syn_idle.eq(syn_empty)
@@ -245,8 +248,8 @@ class LifCore(wiring.Component):
         # ------------------------------------------------------------------
         upd_ptr = Signal(range(N + 1))
         u0 = (phase == CorePhase.RUN) & (upd_ptr < n_active)
-        u1_valid, u1_n = Signal(), Signal(range(N))
-        u2_valid, u2_n = Signal(), Signal(range(N))
+        u1_valid, u1_n = Signal(), Signal(nrange)
+        u2_valid, u2_n = Signal(), Signal(nrange)
         with m.If(u0):
             m.d.sync += upd_ptr.eq(upd_ptr + 1)
         m.d.sync += [u1_valid.eq(u0), u1_n.eq(upd_ptr), u2_valid.eq(u1_valid), u2_n.eq(u1_n)]
@@ -305,7 +308,7 @@ class LifCore(wiring.Component):
                 m.d.sync += cnt_regs["spikes_out"].eq(cnt_regs["spikes_out"] + 1)
 
         # spiking neurons wait here for the emitter (at most N per step: never full)
-        m.submodules.spike_fifo = spike_fifo = fifo.SyncFIFOBuffered(width=max(1, ceil_log2(N)), depth=N)
+        m.submodules.spike_fifo = spike_fifo = fifo.SyncFIFOBuffered(width=max(1, ceil_log2(N)), depth=max(3, N))
         m.d.comb += [spike_fifo.w_data.eq(u2_n), spike_fifo.w_en.eq(u2_valid & fire)]
 
         # ------------------------------------------------------------------
@@ -319,21 +322,24 @@ class LifCore(wiring.Component):
             out_fifo.r_en.eq(self.spikes.ready),
         ]
         e_state = Signal(range(3))   # 0 wait for a spike, 1 FANOUT_PTR data arriving, 2 emitting
-        e_neuron = Signal(range(N))
+        e_neuron = Signal(nrange)
         e_report = Signal()
         e_ptr = Signal(range(F + 1))
         e_rem = Signal(range(F + 1))
         it_valid = Signal()          # an item is being formed this clock (FANOUT data if not report)
         it_report = Signal()
-        it_neuron = Signal(range(N))
+        it_neuron = Signal(nrange)
         room = out_fifo.level + it_valid < OUT_FIFO_DEPTH
         issue_item = Signal()
         issue_report = Signal()
-        m.d.comb += spike_fifo.r_en.eq((e_state == 0) & (phase == CorePhase.RUN))
+        e_finished = (e_state == 2) & ~e_report & (e_rem == 0)   # last item of this neuron issued
+        e_pop = ((e_state == 0) | e_finished) & (phase == CorePhase.RUN) & spike_fifo.r_rdy
+        m.d.comb += spike_fifo.r_en.eq(e_pop)
+        with m.If(e_pop):   # FANOUT_PTR is read at the popped neuron in this same clock
+            m.d.sync += [e_neuron.eq(spike_fifo.r_data), e_state.eq(1)]
         with m.Switch(e_state):
             with m.Case(0):
-                with m.If(spike_fifo.r_rdy & (phase == CorePhase.RUN)):
-                    m.d.sync += [e_neuron.eq(spike_fifo.r_data), e_state.eq(1)]
+                pass
             with m.Case(1):
                 fp = rd[Region.FANOUT_PTR].data
                 m.d.sync += [e_report.eq(fp.report), e_ptr.eq(fp.fo_start), e_rem.eq(fp.fo_len), e_state.eq(2)]
@@ -346,7 +352,7 @@ class LifCore(wiring.Component):
                     with m.If(room):
                         m.d.comb += issue_item.eq(1)
                         m.d.sync += [e_ptr.eq(e_ptr + 1), e_rem.eq(e_rem - 1)]
-                with m.Else():
+                with m.Elif(~e_pop):
                     m.d.sync += e_state.eq(0)
         m.d.sync += [it_valid.eq(issue_item), it_report.eq(issue_report), it_neuron.eq(e_neuron)]
         item = Signal(LINK_LAYOUTS["CORE_SPIKE"])
@@ -370,7 +376,7 @@ class LifCore(wiring.Component):
         # sweeps: CLEAR (every memory) and FOLD (ACC bank cur^1 into bank cur)
         # ------------------------------------------------------------------
         sweep = Signal(range(max(A, S, N, F) + 1))
-        fold_valid, fold_n = Signal(), Signal(range(N))
+        fold_valid, fold_n = Signal(), Signal(nrange)
         fold_issue = (phase == CorePhase.FOLD) & (sweep < N)
 
         # ------------------------------------------------------------------
@@ -463,11 +469,12 @@ class LifCore(wiring.Component):
             with m.Case(Region.ACC):
                 acc_word = Signal(REGION_LAYOUTS[Region.ACC])
                 acc_logical = Signal(acc_shape)     # the two banks' sum, wrapped to 24 bits
-                m.d.comb += [acc_logical.eq(acc_rd[0].data + acc_rd[1].data), acc_word.acc.eq(acc_logical),
+                m.d.comb += [acc_word.eq(0), acc_logical.eq(acc_rd[0].data + acc_rd[1].data),
+                             acc_word.acc.eq(acc_logical),
                              rsp.eq(acc_word)]
             with m.Case(Region.CORE_CFG):
                 cfg_word = Signal(REGION_LAYOUTS[Region.CORE_CFG])
-                m.d.comb += [cfg_word.weight_exp.eq(weight_exp), cfg_word.n_active.eq(n_active), rsp.eq(cfg_word)]
+                m.d.comb += [cfg_word.eq(0), cfg_word.weight_exp.eq(weight_exp), cfg_word.n_active.eq(n_active), rsp.eq(cfg_word)]
         m.d.comb += [rsp_fifo.w_data.eq(rsp), rsp_fifo.w_en.eq(rd_pending)]
 
         # ------------------------------------------------------------------

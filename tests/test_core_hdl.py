@@ -15,6 +15,8 @@ SMALL = ChipConfig(mesh_width=1, mesh_height=1, neurons_per_core=16, synapses_pe
 NARROW = ChipConfig(mesh_width=1, mesh_height=1, neurons_per_core=23, synapses_per_core=100,
                     axons_per_core=9, fanout_per_core=40, weight_bits=3, vcores_per_vm=3)
 DEFAULT_1x1 = ChipConfig(mesh_width=1, mesh_height=1)
+TINY = ChipConfig(mesh_width=1, mesh_height=1, neurons_per_core=1, synapses_per_core=1, axons_per_core=1,
+                  fanout_per_core=1, weight_bits=2, vcores_per_vm=1)
 
 
 def _run(config, name, seeds, test_filter=None, run_name="run", max_events=None):
@@ -29,9 +31,12 @@ def _run(config, name, seeds, test_filter=None, run_name="run", max_events=None)
     (SMALL, "small", (0, 170), None),
     (NARROW, "narrow", (1000, 1040), None),
     (DEFAULT_1x1, "default", (2000, 2008), 40),   # the real core size; bursts capped to keep it quick
-], ids=["small-170", "narrow-40", "default-8"])
+    (TINY, "tiny", (3000, 3020), None),           # every memory a single entry
+], ids=["small-170", "narrow-40", "default-8", "tiny-20"])
 def test_random_cores_match_golden_model(config, name, seeds, max_events):
-    results = _run(config, name, seeds, test_filter="random_core", run_name="random", max_events=max_events)
+    # 40+ cases also run random_core_coverage: every mechanism must have been hit
+    flt = "random_core" if seeds[1] - seeds[0] >= 40 else "random_core/"
+    results = _run(config, name, seeds, test_filter=flt, run_name="random", max_events=max_events)
     assert sum(r["name"].startswith("random_core/") for r in results) == seeds[1] - seeds[0]
 
 

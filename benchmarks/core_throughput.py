@@ -1,0 +1,44 @@
+"""LifCore throughput in clock cycles: synaptic ops per clock under saturating input,
+and cycles per timestep versus activity.  Runs the Verilator model under cocotb.
+
+    .venv/bin/python benchmarks/core_throughput.py
+
+Prints Markdown tables (pasted into BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from neurovm.config import ChipConfig  # noqa: E402
+from neurovm.hdl.core import LifCore  # noqa: E402
+from tests.hdl_runner import config_env, run_cocotb  # noqa: E402
+
+
+def main():
+    cfg = ChipConfig(mesh_width=1, mesh_height=1)   # the default core: N=256, S=16384, A=1024, F=1024
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "bench.json"
+        run_cocotb(LifCore(cfg), "lif_core", "core_default", "core_bench",
+                   config_env(cfg) | {"NEUROVM_BENCH_OUT": str(out)}, run_name="bench")
+        res = json.loads(out.read_text())
+    print(f"LifCore, default core (N={cfg.neurons_per_core}, S={cfg.synapses_per_core}, "
+          f"A={cfg.axons_per_core}, F={cfg.fanout_per_core})\n")
+    print("| synapses per axon | events | synaptic ops | cycles | synops / clock |")
+    print("|---:|---:|---:|---:|---:|")
+    for r in res["synops"]:
+        print(f"| {r['syn_len']} | {r['events']} | {r['synops']} | {r['cycles']} | {r['synops_per_clock']:.3f} |")
+    print("\n| neurons | firing | fan-out each | cycles start→done |")
+    print("|---:|---:|---:|---:|")
+    for r in res["steps"]:
+        print(f"| {r['neurons']} | {r['firing']} | {r['fanout']} | {r['cycles']} |")
+
+
+if __name__ == "__main__":
+    main()

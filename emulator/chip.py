@@ -36,6 +36,7 @@ from neurovm.formats import (
 )
 
 from .lif import lif_step, scaled_weight, wrap_state
+from .mesh import xy_route
 
 __all__ = ["Chip"]
 
@@ -238,21 +239,11 @@ class Chip:
 
     def _route_matrix(self) -> np.ndarray:
         """(C*C, C) 0/1 matrix: row ``src*C + dst`` marks the routers on the XY route."""
-        c = self.config
-        C = c.num_cores
+        C = self.config.num_cores
         r = np.zeros((C * C, C), dtype=np.int64)
         for s in range(C):
-            sx, sy = c.core_xy(s)
             for d in range(C):
-                dx, dy = c.core_xy(d)
-                x, y = sx, sy
-                r[s * C + d, y * c.mesh_width + x] = 1
-                while x != dx:
-                    x += 1 if dx > x else -1
-                    r[s * C + d, y * c.mesh_width + x] = 1
-                while y != dy:
-                    y += 1 if dy > y else -1
-                    r[s * C + d, y * c.mesh_width + x] = 1
+                r[s * C + d, xy_route(self.config, s, d)] = 1
         return r
 
     # ------------------------------------------------------------------

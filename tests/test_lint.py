@@ -9,6 +9,7 @@ import pytest
 
 from neurovm.config import ChipConfig
 from neurovm.hdl.core import LifCore
+from neurovm.hdl.router import MeshNoC
 from neurovm.hdl.toolchain import export_verilog, verilator_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +19,9 @@ BLOCKS = {
     "lif_core-default": (LifCore, ChipConfig()),
     "lif_core-tiny": (LifCore, ChipConfig(mesh_width=1, mesh_height=1, neurons_per_core=1, synapses_per_core=1,
                                           axons_per_core=1, fanout_per_core=1, weight_bits=2)),
+    "mesh_noc-4x4": (MeshNoC, ChipConfig(mesh_width=4, mesh_height=4)),
+    "mesh_noc-1x1": (MeshNoC, ChipConfig(mesh_width=1, mesh_height=1)),
+    "mesh_noc-1x3": (MeshNoC, ChipConfig(mesh_width=1, mesh_height=3)),
 }
 
 

@@ -192,8 +192,8 @@ class MeshNoC(wiring.Component):
         Injection into and delivery from node ``p`` (``x = p % W``, ``y = p // W``).
     packets_routed : array of Out(32)
         Per-node counter 6.
-    clear : In(1)
-        Zero every counter.
+    clear : In(num_cores)
+        Zero the counter of every node whose bit is set.
     """
 
     def __init__(self, config: ChipConfig, fifo_depth: int = ROUTER_FIFO_DEPTH):
@@ -203,7 +203,7 @@ class MeshNoC(wiring.Component):
             "local_in": In(stream.Signature(AER)).array(C),
             "local_out": Out(stream.Signature(AER)).array(C),
             "packets_routed": Out(32).array(C),
-            "clear": In(1),
+            "clear": In(C),
         })
 
     def elaborate(self, platform):
@@ -217,7 +217,7 @@ class MeshNoC(wiring.Component):
             m.submodules[f"router_{x}_{y}"] = node
             wiring.connect(m, wiring.flipped(self.local_in[p]), node.local_in)
             wiring.connect(m, node.local_out, wiring.flipped(self.local_out[p]))
-            m.d.comb += [self.packets_routed[p].eq(node.packets_routed), node.clear.eq(self.clear)]
+            m.d.comb += [self.packets_routed[p].eq(node.packets_routed), node.clear.eq(self.clear[p])]
         for (x, y), node in nodes.items():
             for d in (Dir.EAST, Dir.SOUTH):
                 dx, dy = _STEP[d]

@@ -195,24 +195,25 @@ class StreamSink:
 
 
 class PulseDriver:
-    """Drives one-clock pulses on single-bit inputs, e.g. ``start`` / ``commit``."""
+    """Drives one-clock pulses on inputs, e.g. ``start`` / ``commit`` (value 1) or a bit mask."""
 
     def __init__(self, dut, *names: str):
         self.sig = {n: getattr(dut, n) for n in names}
-        self._pending: set[str] = set()
-        self._high: set[str] = set()
+        self._pending: dict[str, int] = {}
+        self._high: dict[str, int] = {}
         for s in self.sig.values():
             s.value = 0
 
-    def pulse(self, name: str):
-        self._pending.add(name)
+    def pulse(self, name: str, value: int = 1):
+        self._pending[name] = value
 
     def drive(self):
-        for n in self._high - self._pending:
+        for n in self._high.keys() - self._pending.keys():
             self.sig[n].value = 0
-        for n in self._pending - self._high:
-            self.sig[n].value = 1
-        self._high, self._pending = self._pending, set()
+        for n, v in self._pending.items():
+            if self._high.get(n) != v:
+                self.sig[n].value = v
+        self._high, self._pending = self._pending, {}
 
     def sample(self):
         pass

@@ -238,6 +238,6 @@ async def counters_clear(dut):
     await tb.reset()
     await run_traffic(tb, "uniform", 4 * C)
     assert any(value_of(getattr(dut, f"packets_routed__{p}")) for p in range(C))
-    tb.ctl.pulse("clear")
+    tb.ctl.pulse("clear", (1 << C) - 1)
     await tb.loop.cycles(3)
     assert all(value_of(getattr(dut, f"packets_routed__{p}")) == 0 for p in range(C))

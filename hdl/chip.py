@@ -1,0 +1,109 @@
+"""The NeuroVM chip top: W x H LifCores on the MeshNoC, the VirtMMU and the
+HostInterface.  Ports: the 32-bit command stream in, the 32-bit output stream out."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from neurovm.config import ChipConfig
+
+from .core import LifCore
+from .host_if import HostInterface
+from .mmu import VirtMMU
+from .router import MeshNoC
+
+__all__ = ["NeuroChip", "ChipPins"]
+
+
+class NeuroChip(wiring.Component):
+    """One NeuroVM chip.
+
+    Parameters
+    ----------
+    config : ChipConfig
+
+    Attributes
+    ----------
+    cmd : In(stream.Signature(32))
+        Host command words (docs/architecture.md §8.1).
+    out : Out(stream.Signature(32))
+        Output words (§8.2).
+    timestep : Out(32)
+        The timestep counter T.
+    idle : Out(1)
+        Nothing to do until more command words arrive: between commands, or
+        inside a command whose remaining words have not come yet.
+    """
+
+    def __init__(self, config: ChipConfig):
+        self.config = config
+        super().__init__({
+            "cmd": In(stream.Signature(32)),
+            "out": Out(stream.Signature(32)),
+            "timestep": Out(32),
+            "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        C = c.num_cores
+        m.submodules.mmu = mmu = VirtMMU(c)
+        m.submodules.host_if = hif = HostInterface(c, mmu.signature)
+        m.submodules.mesh = mesh = MeshNoC(c)
+        wiring.connect(m, hif.mmu, mmu)
+        wiring.connect(m, wiring.flipped(self.cmd), hif.cmd)
+        wiring.connect(m, hif.out, wiring.flipped(self.out))
+        m.d.comb += [self.timestep.eq(hif.timestep), self.idle.eq(hif.idle), mesh.clear.eq(hif.mesh_clear)]
+        for p in range(C):
+            core = LifCore(c)
+            m.submodules[f"core{p}"] = core
+            wiring.connect(m, hif.cfg[p], core.cfg)
+            wiring.connect(m, core.cfg_rdata, hif.cfg_rdata[p])
+            wiring.connect(m, core.spikes, hif.spikes[p])
+            wiring.connect(m, hif.mesh_in[p], mesh.local_in[p])
+            # events: host injections (only between steps) or mesh deliveries (only during steps)
+            inj, dlv = hif.inject[p], mesh.local_out[p]
+            m.d.comb += [
+                core.events.valid.eq(inj.valid | dlv.valid),
+                core.events.payload.eq(dlv.payload.axon),
+                inj.ready.eq(core.events.ready),
+                dlv.ready.eq(core.events.ready & ~inj.valid),
+                hif.mesh_delivered[p].eq(dlv.valid & dlv.ready),
+                core.start.eq(hif.start),
+                core.commit.eq(hif.commit),
+                hif.phase[p].eq(core.phase),
+                hif.done[p].eq(core.done),
+                hif.syn_idle[p].eq(core.syn_idle),
+                hif.core_counters[p].eq(Cat(core.syn_ops, core.neuron_updates, core.spikes_out, core.busy_cycles)),
+                hif.packets_routed[p].eq(mesh.packets_routed[p]),
+            ]
+            with m.If(inj.valid):
+                m.d.comb += core.events.payload.eq(inj.payload)
+        return m
+
+
+class ChipPins(wiring.Component):
+    """:class:`NeuroChip` with flat, single-underscore port names, as the top of the
+    Verilator model (``sim/``) and of FPGA builds: ``cmd_valid/cmd_ready/cmd_data``,
+    ``out_valid/out_ready/out_data``, ``idle``, ``timestep``."""
+
+    def __init__(self, config: ChipConfig):
+        self.config = config
+        super().__init__({
+            "cmd_valid": In(1), "cmd_ready": Out(1), "cmd_data": In(32),
+            "out_valid": Out(1), "out_ready": In(1), "out_data": Out(32),
+            "idle": Out(1), "timestep": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.chip = chip = NeuroChip(self.config)
+        m.d.comb += [
+            chip.cmd.valid.eq(self.cmd_valid), self.cmd_ready.eq(chip.cmd.ready), chip.cmd.payload.eq(self.cmd_data),
+            self.out_valid.eq(chip.out.valid), chip.out.ready.eq(self.out_ready), self.out_data.eq(chip.out.payload),
+            self.idle.eq(chip.idle), self.timestep.eq(chip.timestep),
+        ]
+        return m

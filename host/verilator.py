@@ -1,0 +1,183 @@
+"""The Verilator-built, cycle-accurate chip (``sim/``) as a :class:`Backend`.
+
+:func:`build_model` generates the chip's Verilog from the Amaranth design
+(:class:`neurovm.hdl.chip.ChipPins`), verilates it, and links it with
+``sim/harness.cpp`` into a shared library, cached under ``build/sim/<key>/``
+where the key hashes the Verilog, the harness and the trace option -- so it
+is rebuilt exactly when the HDL or the configuration changes.  The library is
+driven through ctypes with a batch API: no Python call per clock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from neurovm.config import DEFAULT_CONFIG, ChipConfig
+
+from .backend import Backend
+
+__all__ = ["VerilatorBackend", "VerilatedChip", "build_model"]
+
+ROOT = Path(__file__).resolve().parents[1]
+HARNESS = ROOT / "sim" / "harness.cpp"
+BUILD_ROOT = ROOT / "build" / "sim"
+TOP = "chip_pins"
+
+
+def _log(msg: str, quiet: bool):
+    if not quiet:
+        print(f"[neurovm sim] {msg}", file=sys.stderr, flush=True)
+
+
+def build_model(config: ChipConfig = DEFAULT_CONFIG, trace: bool = False, quiet: bool = True) -> Path:
+    """Build (or reuse) the Verilated model of ``config``; return the shared library's path."""
+    from amaranth.back import verilog
+
+    from neurovm.hdl.chip import ChipPins
+    from neurovm.hdl.toolchain import verilator_env, verilator_root
+
+    text = verilog.convert(ChipPins(config), name=TOP, emit_src=False)
+    key = hashlib.sha256(text.encode() + HARNESS.read_bytes() + (b"trace" if trace else b"")).hexdigest()[:16]
+    out_dir = BUILD_ROOT / key
+    lib = out_dir / "libneurochip.so"
+    if lib.exists():
+        return lib
+    t0 = time.time()
+    _log(f"building the Verilator model of {config.mesh_width}x{config.mesh_height} cores into {out_dir} "
+         "(once per HDL/config change; about a minute)", quiet)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{TOP}.v").write_text(text)
+    env = verilator_env()
+    obj = out_dir / "obj"
+    cmd = ["verilator", "--cc", f"{TOP}.v", "--top-module", TOP, "--prefix", "Vchip_pins", "--Mdir", "obj",
+           "-O3", "--x-assign", "0", "--x-initial", "0", "-Wno-fatal", "-CFLAGS", "-fPIC -O2"]
+    if trace:
+        cmd += ["--trace-fst"]
+    _run(cmd, out_dir, env, "verilator")
+    _run(["make", "-j", str(os.cpu_count() or 2), "-f", "Vchip_pins.mk", "Vchip_pins__ALL.a", "libverilated.a"]
+         + (["libverilated_fst_c.a"] if False else []), obj, env, "make")
+    inc = verilator_root() / "include"
+    extra = []
+    if trace:
+        extra = [str(inc / "verilated_fst_c.cpp"), "-lz"]
+    _run(["g++", "-shared", "-fPIC", "-O2", "-std=c++17", f"-DVM_TRACE={1 if trace else 0}", "-I", str(obj),
+          "-I", str(inc), "-I", str(inc / "vltstd"), str(HARNESS), *extra[:1],
+          str(obj / "Vchip_pins__ALL.a"), str(obj / "libverilated.a"), "-o", str(lib.with_suffix(".tmp")),
+          "-lpthread", *extra[1:]], out_dir, env, "link")
+    lib.with_suffix(".tmp").replace(lib)
+    _log(f"model built in {time.time() - t0:.0f} s", quiet)
+    return lib
+
+
+def _run(cmd, cwd, env, what):
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if res.returncode:
+        tail = "\n".join((res.stdout + res.stderr).splitlines()[-30:])
+        raise RuntimeError(f"Verilator model {what} step failed (in {cwd}):\n{tail}")
+
+
+class VerilatedChip:
+    """ctypes handle on one instance of the Verilated chip.
+
+    Parameters
+    ----------
+    config : ChipConfig
+    trace : str or None
+        Path of an FST waveform to write (builds a tracing model).
+    """
+
+    def __init__(self, config: ChipConfig = DEFAULT_CONFIG, trace: str | None = None, quiet: bool = True):
+        self.config = config
+        lib = ctypes.CDLL(str(build_model(config, trace=bool(trace), quiet=quiet)))
+        u64, vp = ctypes.c_uint64, ctypes.c_void_p
+        lib.nv_create.restype = vp
+        lib.nv_create.argtypes = [ctypes.c_char_p]
+        lib.nv_destroy.argtypes = [vp]
+        lib.nv_push.argtypes = [vp, ctypes.POINTER(ctypes.c_uint32), u64]
+        lib.nv_run.restype = u64
+        lib.nv_run.argtypes = [vp, u64, u64, ctypes.c_int]
+        lib.nv_pull.restype = u64
+        lib.nv_pull.argtypes = [vp, ctypes.POINTER(ctypes.c_uint32), u64]
+        for f in ("nv_available", "nv_pending", "nv_cycles"):
+            getattr(lib, f).restype = u64
+            getattr(lib, f).argtypes = [vp]
+        lib.nv_timestep.restype = ctypes.c_uint32
+        lib.nv_timestep.argtypes = [vp]
+        self._lib = lib
+        self._h = lib.nv_create((trace or "").encode())
+
+    def push(self, words) -> None:
+        arr = np.ascontiguousarray(np.asarray(words, dtype=np.int64).ravel().astype(np.uint32))
+        if arr.size:
+            self._lib.nv_push(self._h, arr.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), arr.size)
+
+    def run(self, max_cycles: int = 1 << 62, want_words: int = 0, until_idle: bool = True) -> int:
+        """Clock the model; see ``nv_run`` in sim/harness.cpp.  Returns the cycles run."""
+        return int(self._lib.nv_run(self._h, max_cycles, want_words, int(until_idle)))
+
+    def pull(self) -> np.ndarray:
+        n = int(self._lib.nv_available(self._h))
+        buf = np.zeros(n, dtype=np.uint32)
+        if n:
+            self._lib.nv_pull(self._h, buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), n)
+        return buf
+
+    @property
+    def cycles(self) -> int:
+        return int(self._lib.nv_cycles(self._h))
+
+    @property
+    def pending(self) -> int:
+        """Command words pushed but not yet consumed."""
+        return int(self._lib.nv_pending(self._h))
+
+    def close(self):
+        if self._h:
+            self._lib.nv_destroy(self._h)
+            self._h = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class VerilatorBackend(Backend):
+    """The cycle-accurate Verilator model as a backend: same words in, same words out as the emulator.
+
+    ``send`` queues words and clocks the model until it has consumed them and
+    is idle, or until ``max_cycles_per_send`` clocks passed (a watchdog: the
+    chip waiting for the rest of a command is idle too, so a truncated
+    command cannot hang it).
+    """
+
+    name = "verilator"
+    max_cycles_per_send = 1 << 40
+
+    def __init__(self, config: ChipConfig = DEFAULT_CONFIG, trace: str | None = None, quiet: bool = True):
+        super().__init__()
+        self.config = config
+        self.model = VerilatedChip(config, trace=trace, quiet=quiet)
+
+    def send(self, words) -> None:
+        self.model.push(words)
+        self.model.run(self.max_cycles_per_send, 0, True)
+
+    def receive(self) -> np.ndarray:
+        return self.model.pull()
+
+    @property
+    def cycles(self) -> int:
+        return self.model.cycles
+
+    def close(self) -> None:
+        self.model.close()

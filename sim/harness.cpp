@@ -1,0 +1,123 @@
+// Batch C API around the Verilated NeuroVM chip (ChipPins top), loaded by
+// neurovm.host.verilator through ctypes.  Python never runs per clock: it
+// pushes command words, asks for N cycles / N output words / idle, and pulls
+// the output words.  The output stream is always ready (the host never stalls).
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <vector>
+
+#include "Vchip_pins.h"
+#include "verilated.h"
+#if VM_TRACE
+#include "verilated_fst_c.h"
+#endif
+
+struct Model {
+    VerilatedContext* ctx;
+    Vchip_pins* top;
+    std::deque<uint32_t> in;
+    std::vector<uint32_t> out;
+    uint64_t cycles = 0;
+#if VM_TRACE
+    VerilatedFstC* tfp = nullptr;
+#endif
+};
+
+static void tick(Model* m) {
+    Vchip_pins* t = m->top;
+    t->cmd_valid = !m->in.empty();
+    t->cmd_data = m->in.empty() ? 0 : m->in.front();
+    t->out_ready = 1;
+    t->clk = 0;
+    t->eval();
+#if VM_TRACE
+    if (m->tfp) m->tfp->dump(2 * m->cycles);
+#endif
+    const bool take_in = t->cmd_valid && t->cmd_ready;
+    const bool take_out = t->out_valid;
+    const uint32_t word = t->out_data;
+    t->clk = 1;
+    t->eval();
+#if VM_TRACE
+    if (m->tfp) m->tfp->dump(2 * m->cycles + 1);
+#endif
+    if (take_in) m->in.pop_front();
+    if (take_out) m->out.push_back(word);
+    m->cycles++;
+}
+
+extern "C" {
+
+void* nv_create(const char* trace_path) {
+    Model* m = new Model;
+    m->ctx = new VerilatedContext;
+    m->top = new Vchip_pins{m->ctx};
+#if VM_TRACE
+    if (trace_path && *trace_path) {
+        m->ctx->traceEverOn(true);
+        m->tfp = new VerilatedFstC;
+        m->top->trace(m->tfp, 99);
+        m->tfp->open(trace_path);
+    }
+#else
+    (void)trace_path;
+#endif
+    m->top->rst = 1;
+    for (int i = 0; i < 4; i++) tick(m);
+    m->top->rst = 0;
+    m->cycles = 0;
+    return m;
+}
+
+void nv_destroy(void* h) {
+    Model* m = static_cast<Model*>(h);
+#if VM_TRACE
+    if (m->tfp) { m->tfp->close(); delete m->tfp; }
+#endif
+    m->top->final();
+    delete m->top;
+    delete m->ctx;
+    delete m;
+}
+
+void nv_push(void* h, const uint32_t* words, uint64_t n) {
+    Model* m = static_cast<Model*>(h);
+    m->in.insert(m->in.end(), words, words + n);
+}
+
+// Run until: every pushed word is consumed and the chip is idle (until_idle),
+// or at least `want_words` output words are waiting (want_words > 0), or
+// `max_cycles` cycles ran.  Returns the cycles run.
+uint64_t nv_run(void* h, uint64_t max_cycles, uint64_t want_words, int until_idle) {
+    Model* m = static_cast<Model*>(h);
+    const uint64_t start = m->cycles;
+    while (m->cycles - start < max_cycles) {
+        if (want_words && m->out.size() >= want_words) break;
+        if (until_idle && m->in.empty()) {
+            m->top->clk = 0;
+            m->top->cmd_valid = 0;
+            m->top->eval();
+            if (m->top->idle) break;
+        }
+        tick(m);
+    }
+    return m->cycles - start;
+}
+
+uint64_t nv_pull(void* h, uint32_t* buf, uint64_t max) {
+    Model* m = static_cast<Model*>(h);
+    uint64_t n = m->out.size() < max ? m->out.size() : max;
+    if (n) {
+        std::memcpy(buf, m->out.data(), n * sizeof(uint32_t));
+        m->out.erase(m->out.begin(), m->out.begin() + n);
+    }
+    return n;
+}
+
+uint64_t nv_available(void* h) { return static_cast<Model*>(h)->out.size(); }
+uint64_t nv_pending(void* h) { return static_cast<Model*>(h)->in.size(); }
+uint64_t nv_cycles(void* h) { return static_cast<Model*>(h)->cycles; }
+uint32_t nv_timestep(void* h) { return static_cast<Model*>(h)->top->timestep; }
+
+}  // extern "C"

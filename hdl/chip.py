@@ -35,6 +35,8 @@ class NeuroChip(wiring.Component):
     idle : Out(1)
         Nothing to do until more command words arrive: between commands, or
         inside a command whose remaining words have not come yet.
+    at_boundary : Out(1)
+        Waiting for a command header (not inside a command).
     """
 
     def __init__(self, config: ChipConfig):
@@ -44,6 +46,7 @@ class NeuroChip(wiring.Component):
             "out": Out(stream.Signature(32)),
             "timestep": Out(32),
             "idle": Out(1),
+            "at_boundary": Out(1),
         })
 
     def elaborate(self, platform):
@@ -56,7 +59,8 @@ class NeuroChip(wiring.Component):
         wiring.connect(m, hif.mmu, mmu)
         wiring.connect(m, wiring.flipped(self.cmd), hif.cmd)
         wiring.connect(m, hif.out, wiring.flipped(self.out))
-        m.d.comb += [self.timestep.eq(hif.timestep), self.idle.eq(hif.idle), mesh.clear.eq(hif.mesh_clear)]
+        m.d.comb += [self.timestep.eq(hif.timestep), self.idle.eq(hif.idle), self.at_boundary.eq(hif.at_boundary),
+                     mesh.clear.eq(hif.mesh_clear)]
         for p in range(C):
             core = LifCore(c)
             m.submodules[f"core{p}"] = core
@@ -95,7 +99,7 @@ class ChipPins(wiring.Component):
         super().__init__({
             "cmd_valid": In(1), "cmd_ready": Out(1), "cmd_data": In(32),
             "out_valid": Out(1), "out_ready": In(1), "out_data": Out(32),
-            "idle": Out(1), "timestep": Out(32),
+            "idle": Out(1), "at_boundary": Out(1), "timestep": Out(32),
         })
 
     def elaborate(self, platform):
@@ -104,6 +108,6 @@ class ChipPins(wiring.Component):
         m.d.comb += [
             chip.cmd.valid.eq(self.cmd_valid), self.cmd_ready.eq(chip.cmd.ready), chip.cmd.payload.eq(self.cmd_data),
             self.out_valid.eq(chip.out.valid), chip.out.ready.eq(self.out_ready), self.out_data.eq(chip.out.payload),
-            self.idle.eq(chip.idle), self.timestep.eq(chip.timestep),
+            self.idle.eq(chip.idle), self.at_boundary.eq(chip.at_boundary), self.timestep.eq(chip.timestep),
         ]
         return m

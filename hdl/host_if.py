@@ -113,6 +113,7 @@ class HostInterface(wiring.Component):
             "mesh_clear": Out(C),
             "timestep": Out(32),
             "idle": Out(1),
+            "at_boundary": Out(1),
         })
 
     def elaborate(self, platform):
@@ -286,6 +287,7 @@ class HostInterface(wiring.Component):
 
         with m.FSM() as fsm:
             # nothing to do until more command words arrive (between commands, or inside one)
+            m.d.comb += self.at_boundary.eq(fsm.ongoing("HDR"))
             m.d.comb += self.idle.eq(fsm.ongoing("HDR") | fsm.ongoing("WORD2")
                                      | ((fsm.ongoing("WDATA") | fsm.ongoing("SKIP")) & (skip != 0)))
             with m.State("HDR"):

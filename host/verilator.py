@@ -37,8 +37,23 @@ def _log(msg: str, quiet: bool):
         print(f"[neurovm sim] {msg}", file=sys.stderr, flush=True)
 
 
+_BUILT: dict[tuple, Path] = {}
+
+
 def build_model(config: ChipConfig = DEFAULT_CONFIG, trace: bool = False, quiet: bool = True) -> Path:
-    """Build (or reuse) the Verilated model of ``config``; return the shared library's path."""
+    """Build (or reuse) the Verilated model of ``config``; return the shared library's path.
+
+    Within one process the answer is memoized (generating the Verilog to hash it
+    takes seconds); across processes the on-disk cache is keyed by the Verilog.
+    """
+    key = (tuple(sorted(config.to_dict().items())), trace)
+    if key in _BUILT and _BUILT[key].exists():
+        return _BUILT[key]
+    _BUILT[key] = lib = _build_model(config, trace, quiet)
+    return lib
+
+
+def _build_model(config: ChipConfig, trace: bool, quiet: bool) -> Path:
     from amaranth.back import verilog
 
     from neurovm.hdl.chip import ChipPins
@@ -111,6 +126,8 @@ class VerilatedChip:
             getattr(lib, f).argtypes = [vp]
         lib.nv_timestep.restype = ctypes.c_uint32
         lib.nv_timestep.argtypes = [vp]
+        lib.nv_at_boundary.restype = ctypes.c_int
+        lib.nv_at_boundary.argtypes = [vp]
         self._lib = lib
         self._h = lib.nv_create((trace or "").encode())
 
@@ -138,6 +155,22 @@ class VerilatedChip:
     def pending(self) -> int:
         """Command words pushed but not yet consumed."""
         return int(self._lib.nv_pending(self._h))
+
+    @property
+    def at_boundary(self) -> bool:
+        """The parser waits for a command header (not inside a command)."""
+        return bool(self._lib.nv_at_boundary(self._h))
+
+    def feed(self, words) -> np.ndarray:
+        """Emulator-style: consume ``words``, run until idle, return the output they produced."""
+        self.push(words)
+        self.run()
+        return self.pull()
+
+    @property
+    def pending_words(self) -> int:
+        """0 at a command boundary, else 1 (the model does not count the words of a partial command)."""
+        return 0 if self.at_boundary else 1
 
     def close(self):
         if self._h:

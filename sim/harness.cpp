@@ -119,5 +119,6 @@ uint64_t nv_available(void* h) { return static_cast<Model*>(h)->out.size(); }
 uint64_t nv_pending(void* h) { return static_cast<Model*>(h)->in.size(); }
 uint64_t nv_cycles(void* h) { return static_cast<Model*>(h)->cycles; }
 uint32_t nv_timestep(void* h) { return static_cast<Model*>(h)->top->timestep; }
+int nv_at_boundary(void* h) { return static_cast<Model*>(h)->top->at_boundary; }
 
 }  // extern "C"

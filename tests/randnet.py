@@ -72,3 +72,47 @@ def random_image(rng, cfg: ChipConfig, activity: float = 1.0) -> CoreImage:
         weight_exp=int(rng.integers(-8, 8)) if not big else int(rng.integers(4, 8)),
         n_active=None if rng.random() < 0.8 else int(rng.integers(0, n + 1)),
     )
+
+
+def random_workload(rng, cfg: ChipConfig, steps: int = 10) -> list[int]:
+    """A whole random multi-VM session as one command stream (for backend co-simulation).
+
+    RESET, random translation tables (some cores left bare-metal), random images
+    written by the hypervisor and by guests, injections through the hypervisor
+    and through guests (some refused), RUNs of random length, guest accesses that
+    fault, and finally every core's state and architectural counters (0..6).
+    """
+    from neurovm.config import HV_VM
+    from neurovm.formats import Region
+    from neurovm.host import protocol as P
+
+    mmu = random_mmu(rng, cfg)
+    owner = {p: (vm, vc) for (vm, vc), (p, perms) in mmu.items()}
+    w = P.encode_reset()
+    for (vm, vc), (p, perms) in mmu.items():
+        w += P.encode_mmu_map(vm, vc, p, perms)
+    for p in range(cfg.num_cores):
+        if rng.random() < 0.9:
+            vm, vc = owner.get(p, (HV_VM, p)) if rng.random() < 0.5 else (HV_VM, p)
+            for region, data in random_image(rng, cfg).region_words(cfg).items():
+                w += P.encode_write(vm, vc, region, 0, data)
+    done = 0
+    while done < steps:
+        for _ in range(int(rng.integers(0, 6))):
+            p = int(rng.integers(0, cfg.num_cores))
+            vm, vc = owner.get(p, (HV_VM, p)) if rng.random() < 0.7 else (HV_VM, p)
+            w += P.encode_inject(vm, vc, int(rng.integers(0, cfg.axons_per_core)))
+        if rng.random() < 0.3:   # a guest touching some (maybe foreign, maybe unmapped) vcore
+            vm = int(rng.integers(0, cfg.max_vms))
+            vc = int(rng.integers(0, cfg.vcores_per_vm))
+            w += P.encode_read(vm, vc, Region.STATE_V, 0, 1) if rng.random() < 0.5 else \
+                P.encode_write(vm, vc, Region.STATE_U, 0, [int(rng.integers(-50, 50)) & 0xFFFF_FFFF])
+        k = int(rng.integers(1, 4))
+        w += P.encode_run(k)
+        done += k
+    N = cfg.neurons_per_core
+    for p in range(cfg.num_cores):
+        for region in (Region.STATE_U, Region.STATE_V, Region.STATE_REF, Region.ACC):
+            w += P.encode_read(HV_VM, p, region, 0, N)
+        w += P.encode_read_counters(HV_VM, p, 0, 7)
+    return w

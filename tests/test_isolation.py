@@ -21,9 +21,27 @@ def snapshot(chip: ChipClient, pcore: int) -> dict:
     return snap
 
 
+@pytest.fixture(scope="module", params=["emulator", "verilator"])
+def new_backend(request):
+    """Backend factory: every isolation test runs on the emulator and on the Verilator model."""
+    if request.param == "emulator":
+        yield lambda: EmulatorBackend(CFG)
+        return
+    from neurovm.host.verilator import VerilatorBackend
+    made = []
+
+    def make():
+        made.append(VerilatorBackend(CFG))
+        return made[-1]
+
+    yield make
+    for b in made:
+        b.close()
+
+
 @pytest.fixture
-def chip():
-    c = ChipClient(EmulatorBackend(CFG))
+def chip(new_backend):
+    c = ChipClient(new_backend())
     c.map(0, 0, 0)                  # VM 0: vcore 0 -> core 0
     c.map(1, 0, 1)                  # VM 1: vcore 0 -> core 1
     c.map(1, 1, 2, perms=Perm.R)    # VM 1: vcore 1 -> core 2, read-only
@@ -82,8 +100,8 @@ def test_hypervisor_cannot_map_a_core_to_two_owners(chip):
     assert len(chip.read(0, 1, Region.SYN, 0, 1)) == 1
 
 
-def test_fanout_to_foreign_or_unmapped_vcores_is_not_delivered():
-    c = ChipClient(EmulatorBackend(CFG))
+def test_fanout_to_foreign_or_unmapped_vcores_is_not_delivered(new_backend):
+    c = ChipClient(new_backend())
     c.map(0, 0, 0)
     c.map(1, 0, 1)
     c.map(1, 3, 2)
@@ -105,11 +123,11 @@ def test_fanout_to_foreign_or_unmapped_vcores_is_not_delivered():
         assert c.counters(1, vc)[0] == 0  # no synaptic op ever ran on VM 1's cores
 
 
-def test_fuzzed_isolation():
+def test_fuzzed_isolation(new_backend):
     """Random VMs, random tables, random guest commands: no access outside a VM's own cores."""
     rng = np.random.default_rng(2024)
     for case in range(20):
-        c = ChipClient(EmulatorBackend(CFG))
+        c = ChipClient(new_backend())
         owner, table = {}, {}
         for p in rng.permutation(4)[: int(rng.integers(1, 5))]:
             vm, vc = int(rng.integers(0, 3)), int(rng.integers(0, 4))

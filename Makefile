@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,plot]'
 	@touch $(STAMP)
 
+# the main job: the demo on the Verilator model, every output word checked against the emulator
+# (WAVES=1 writes build/sim/demo.fst)
 sim: $(STAMP)
-	$(PY) -m neurovm.cli demo $(ARGS)
+	$(PY) -m neurovm.cli demo --backend verilator --check $(if $(filter-out 0,$(WAVES)),--waves build/sim/demo.fst) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

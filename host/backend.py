@@ -20,7 +20,7 @@ from neurovm.formats import OUTPUT_FORMATS, OutType
 
 from .protocol import ProtocolError, encode_sync, split_messages
 
-__all__ = ["Backend", "EmulatorBackend"]
+__all__ = ["Backend", "EmulatorBackend", "CheckedBackend", "CosimMismatch"]
 
 
 class Backend(abc.ABC):
@@ -105,3 +105,47 @@ class EmulatorBackend(Backend):
         out = np.concatenate(self._pending)
         self._pending.clear()
         return out
+
+
+class CosimMismatch(AssertionError):
+    """The checked backend's output differs from the reference backend's."""
+
+
+class CheckedBackend(Backend):
+    """Runs every command on ``primary`` and on ``reference`` (normally the emulator)
+    and raises :class:`CosimMismatch` at the first output word that differs.
+
+    The words returned are the primary's.  Used by ``make sim`` to check the
+    Verilator model against the golden model word for word.
+    """
+
+    def __init__(self, primary: Backend, reference: Backend):
+        super().__init__()
+        self.primary, self.reference = primary, reference
+        self.config = primary.config
+        self.name = f"{primary.name} (checked against {reference.name})"
+        self._ref: list[int] = []
+        self._pos = 0       # words of output compared so far
+        self.compared = 0
+
+    def send(self, words) -> None:
+        self.primary.send(words)
+        self.reference.send(words)
+        self._ref.extend(int(w) for w in self.reference.receive())
+
+    def receive(self) -> np.ndarray:
+        got = self.primary.receive()
+        for i, w in enumerate(got.tolist()):
+            at = self._pos + i
+            want = self._ref[at] if at < len(self._ref) else None
+            if w != want:
+                exp = "nothing" if want is None else f"0x{want:08x}"
+                raise CosimMismatch(f"output word {at}: {self.primary.name} gave 0x{w:08x}, "
+                                    f"{self.reference.name} {exp}")
+        self._pos += got.size
+        self.compared += got.size
+        return got
+
+    def close(self) -> None:
+        self.primary.close()
+        self.reference.close()

@@ -14,8 +14,8 @@ __version__ = "0.1.0"
 __all__ = ["ChipConfig", "DEFAULT_CONFIG", "__version__", "open"]
 
 
-def open(backend: str = "emulator", config: ChipConfig | None = None):  # noqa: A001 - the runtime's entry point
-    """Open a chip over a backend and return a :class:`neurovm.host.ChipClient`."""
+def open(backend: str = "emulator", config: ChipConfig | None = None, **options):  # noqa: A001 - the entry point
+    """Open a chip over a backend ("emulator" or "verilator"); see :func:`neurovm.host.open`."""
     from .host import open as _open
 
-    return _open(backend, config)
+    return _open(backend, config, **options)

@@ -107,5 +107,28 @@ def test_root_open_names_unknown_backends():
     import neurovm
 
     assert neurovm.open("emulator").config == neurovm.DEFAULT_CONFIG
-    with pytest.raises(ValueError, match="unknown backend 'verilator'; available: 'emulator'"):
-        neurovm.open("verilator")
+    with pytest.raises(ValueError, match="unknown backend 'fpga'; available: emulator, verilator"):
+        neurovm.open("fpga")
+
+
+def test_checked_backend_names_the_first_differing_word():
+    """CheckedBackend (what `make sim` uses) catches a backend that disagrees with the reference."""
+    import numpy as np
+
+    from neurovm.host import CheckedBackend, CosimMismatch, EmulatorBackend
+    from neurovm.host import protocol as P
+
+    class Corrupting(EmulatorBackend):
+        def receive(self):
+            out = super().receive()
+            if out.size > 1:
+                out = out.copy()
+                out[1] ^= 4   # flip one bit of the second word
+            return out
+
+    good = CheckedBackend(EmulatorBackend(), EmulatorBackend())
+    words = P.encode_read(7, 0, 11, 0, 1)
+    assert good.exchange(words).size == 2
+    bad = CheckedBackend(Corrupting(), EmulatorBackend())
+    with pytest.raises(CosimMismatch, match="output word 1: emulator gave 0x00000004, emulator 0x00000000"):
+        bad.exchange(words)

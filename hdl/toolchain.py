@@ -47,3 +47,4 @@ def export_verilog(component, name: str, path: Path) -> tuple[Path, str]:
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path, hashlib.sha256(text.encode()).hexdigest()[:12]
+

@@ -30,6 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "sim" / "harness.cpp"
 BUILD_ROOT = ROOT / "build" / "sim"
 TOP = "chip_pins"
+# C++ optimisation of the model (make variables of verilated.mk) and Verilator's own options
+OPT_FAST = os.environ.get("NEUROVM_OPT_FAST", "-O3 -march=native")
+OPT_SLOW = "-O1"
+VERILATOR_OPT = os.environ.get("NEUROVM_VERILATOR_OPT", "-O3 --x-assign fast --x-initial 0")
 
 
 def _log(msg: str, quiet: bool):
@@ -60,7 +64,8 @@ def _build_model(config: ChipConfig, trace: bool, quiet: bool) -> Path:
     from neurovm.hdl.toolchain import verilator_env, verilator_root
 
     text = verilog.convert(ChipPins(config), name=TOP, emit_src=False)
-    key = hashlib.sha256(text.encode() + HARNESS.read_bytes() + (b"trace" if trace else b"")).hexdigest()[:16]
+    key = hashlib.sha256(text.encode() + HARNESS.read_bytes() + (b"trace" if trace else b"")
+                         + f"{OPT_FAST}|{OPT_SLOW}|{VERILATOR_OPT}".encode()).hexdigest()[:16]
     out_dir = BUILD_ROOT / key
     lib = out_dir / "libneurochip.so"
     if lib.exists():
@@ -73,17 +78,17 @@ def _build_model(config: ChipConfig, trace: bool, quiet: bool) -> Path:
     env = verilator_env()
     obj = out_dir / "obj"
     cmd = ["verilator", "--cc", f"{TOP}.v", "--top-module", TOP, "--prefix", "Vchip_pins", "--Mdir", "obj",
-           "-O3", "--x-assign", "0", "--x-initial", "0", "-Wno-fatal", "-CFLAGS", "-fPIC -O2"]
+           *VERILATOR_OPT.split(), "-Wno-fatal", "-CFLAGS", "-fPIC"]
     if trace:
         cmd += ["--trace-fst"]
     _run(cmd, out_dir, env, "verilator")
-    _run(["make", "-j", str(os.cpu_count() or 2), "-f", "Vchip_pins.mk", "Vchip_pins__ALL.a", "libverilated.a"]
-         + (["libverilated_fst_c.a"] if False else []), obj, env, "make")
+    _run(["make", "-j", str(os.cpu_count() or 2), "-f", "Vchip_pins.mk", "Vchip_pins__ALL.a", "libverilated.a",
+          f"OPT_FAST={OPT_FAST}", f"OPT_SLOW={OPT_SLOW}", f"OPT_GLOBAL={OPT_FAST}"], obj, env, "make")
     inc = verilator_root() / "include"
     extra = []
     if trace:
         extra = [str(inc / "verilated_fst_c.cpp"), "-lz"]
-    _run(["g++", "-shared", "-fPIC", "-O2", "-std=c++17", f"-DVM_TRACE={1 if trace else 0}", "-I", str(obj),
+    _run(["g++", "-shared", "-fPIC", *OPT_FAST.split(), "-std=c++17", f"-DVM_TRACE={1 if trace else 0}", "-I", str(obj),
           "-I", str(inc), "-I", str(inc / "vltstd"), str(HARNESS), *extra[:1],
           str(obj / "Vchip_pins__ALL.a"), str(obj / "libverilated.a"), "-o", str(lib.with_suffix(".tmp")),
           "-lpthread", *extra[1:]], out_dir, env, "link")

@@ -10,6 +10,8 @@ import pytest
 from neurovm.config import ChipConfig
 from neurovm.hdl.core import LifCore
 from neurovm.hdl.router import MeshNoC
+from neurovm.hdl.chip import ChipPins
+from neurovm.hdl.mmu import VirtMMU
 from neurovm.hdl.toolchain import export_verilog, verilator_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +24,9 @@ BLOCKS = {
     "mesh_noc-4x4": (MeshNoC, ChipConfig(mesh_width=4, mesh_height=4)),
     "mesh_noc-1x1": (MeshNoC, ChipConfig(mesh_width=1, mesh_height=1)),
     "mesh_noc-1x3": (MeshNoC, ChipConfig(mesh_width=1, mesh_height=3)),
+    "virt_mmu-default": (VirtMMU, ChipConfig()),
+    "chip_pins-default": (ChipPins, ChipConfig()),
+    "chip_pins-1x1": (ChipPins, ChipConfig(mesh_width=1, mesh_height=1, max_vms=1, vcores_per_vm=1)),
 }
 
 

@@ -3,8 +3,9 @@ HostInterface.  Ports: the 32-bit command stream in, the 32-bit output stream ou
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module
+from amaranth.hdl import Cat, ClockDomain, Module
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from neurovm.config import ChipConfig
@@ -90,24 +91,48 @@ class NeuroChip(wiring.Component):
 
 
 class ChipPins(wiring.Component):
-    """:class:`NeuroChip` with flat, single-underscore port names, as the top of the
-    Verilator model (``sim/``) and of FPGA builds: ``cmd_valid/cmd_ready/cmd_data``,
-    ``out_valid/out_ready/out_data``, ``idle``, ``timestep``."""
+    """:class:`NeuroChip` with flat, single-underscore port names and registered
+    boundaries, as the top of the Verilator model (``sim/``) and of FPGA builds:
+    ``cmd_valid/cmd_ready/cmd_data``, ``out_valid/out_ready/out_data``, ``idle``,
+    ``at_boundary``, ``timestep``.
 
-    def __init__(self, config: ChipConfig):
+    Both streams pass through a small FIFO, so no combinational path runs from
+    a pin into the chip (good for FPGA timing, and Verilator then has almost no
+    input-dependent logic to re-evaluate).  ``idle`` and ``at_boundary`` also
+    require both FIFOs to be empty.
+    """
+
+    FIFO_DEPTH = 4
+
+    def __init__(self, config: ChipConfig, reset_less: bool = False):
         self.config = config
-        super().__init__({
+        self.reset_less = reset_less
+        members = {
             "cmd_valid": In(1), "cmd_ready": Out(1), "cmd_data": In(32),
             "out_valid": Out(1), "out_ready": In(1), "out_data": Out(32),
             "idle": Out(1), "at_boundary": Out(1), "timestep": Out(32),
-        })
+        }
+        if reset_less:
+            members["clk"] = In(1)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
+        if self.reset_less:
+            # Registers start at their init values (power-on state) and there is no reset
+            # input: Verilator then need not re-evaluate every register's reset mux from a pin.
+            m.domains.sync = cd = ClockDomain("sync", reset_less=True)
+            m.d.comb += cd.clk.eq(self.clk)
         m.submodules.chip = chip = NeuroChip(self.config)
+        m.submodules.cmd_fifo = cmd_fifo = SyncFIFOBuffered(width=32, depth=self.FIFO_DEPTH)
+        m.submodules.out_fifo = out_fifo = SyncFIFOBuffered(width=32, depth=self.FIFO_DEPTH)
+        wiring.connect(m, cmd_fifo.r_stream, chip.cmd)
+        wiring.connect(m, chip.out, out_fifo.w_stream)
+        empty = (cmd_fifo.level == 0) & (out_fifo.level == 0)
         m.d.comb += [
-            chip.cmd.valid.eq(self.cmd_valid), self.cmd_ready.eq(chip.cmd.ready), chip.cmd.payload.eq(self.cmd_data),
-            self.out_valid.eq(chip.out.valid), chip.out.ready.eq(self.out_ready), self.out_data.eq(chip.out.payload),
-            self.idle.eq(chip.idle), self.at_boundary.eq(chip.at_boundary), self.timestep.eq(chip.timestep),
+            cmd_fifo.w_en.eq(self.cmd_valid), self.cmd_ready.eq(cmd_fifo.w_rdy), cmd_fifo.w_data.eq(self.cmd_data),
+            self.out_valid.eq(out_fifo.r_rdy), out_fifo.r_en.eq(self.out_ready), self.out_data.eq(out_fifo.r_data),
+            self.idle.eq(chip.idle & empty), self.at_boundary.eq(chip.at_boundary & empty),
+            self.timestep.eq(chip.timestep),
         ]
         return m

@@ -63,7 +63,7 @@ def _build_model(config: ChipConfig, trace: bool, quiet: bool) -> Path:
     from neurovm.hdl.chip import ChipPins
     from neurovm.hdl.toolchain import verilator_env, verilator_root
 
-    text = verilog.convert(ChipPins(config), name=TOP, emit_src=False)
+    text = verilog.convert(ChipPins(config, reset_less=True), name=TOP, emit_src=False)
     key = hashlib.sha256(text.encode() + HARNESS.read_bytes() + (b"trace" if trace else b"")
                          + f"{OPT_FAST}|{OPT_SLOW}|{VERILATOR_OPT}".encode()).hexdigest()[:16]
     out_dir = BUILD_ROOT / key

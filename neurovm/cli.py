@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--backend", default="emulator", choices=["emulator", "verilator"])
     demo.add_argument("--check", action="store_true",
                       help="also run on the emulator; fail on the first output word that differs")
-    demo.add_argument("--waves", metavar="FILE.fst", help="verilator: write a waveform")
+    demo.add_argument("--waves", metavar="FILE.vcd", help="verilator: write a waveform")
     demo.add_argument("--steps", type=int, default=200, help="timesteps to run (default 200)")
     demo.add_argument("--seed", type=int, default=1, help="seed of the input spike trains")
     args = parser.parse_args(argv)

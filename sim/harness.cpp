@@ -10,7 +10,7 @@
 #include "Vchip_pins.h"
 #include "verilated.h"
 #if VM_TRACE
-#include "verilated_fst_c.h"
+#include "verilated_vcd_c.h"
 #endif
 
 struct Model {
@@ -20,7 +20,7 @@ struct Model {
     std::vector<uint32_t> out;
     uint64_t cycles = 0;
 #if VM_TRACE
-    VerilatedFstC* tfp = nullptr;
+    VerilatedVcdC* tfp = nullptr;
 #endif
 };
 
@@ -56,7 +56,7 @@ void* nv_create(const char* trace_path) {
 #if VM_TRACE
     if (trace_path && *trace_path) {
         m->ctx->traceEverOn(true);
-        m->tfp = new VerilatedFstC;
+        m->tfp = new VerilatedVcdC;
         m->top->trace(m->tfp, 99);
         m->tfp->open(trace_path);
     }

@@ -1,5 +1,71 @@
-"""SNN partitioning and placement onto NeuroVM cores (issue #6; not built yet).
+"""SNN partitioning and placement onto NeuroVM cores, per tenant.
 
-The mapper will produce :class:`neurovm.image.CoreImage` objects, one per
-virtual core, plus the vcore -> physical core table for the MMU.
+:func:`map_network` takes a networkx ``DiGraph`` (or a :class:`Network` of
+populations and projections) and returns a :class:`MappedNetwork`: one
+:class:`~neurovm.image.CoreImage` per virtual core, the vcore -> physical core
+table for the MMU, and a report.  Every image respects every limit of the
+:class:`~neurovm.config.ChipConfig`; an impossible network raises
+:class:`MapError` naming the limit, the neuron or population, and by how much.
+
+This is the first slice of issue #6: contiguous fill under all limits,
+fan-out repair, hop-aware placement, the versioned file format.  The
+packet-volume refinement and the METIS comparison come next.
 """
+
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+
+from neurovm.config import DEFAULT_CONFIG, ChipConfig
+
+from .compile import FORMAT, FORMAT_VERSION, MappedNetwork, compile_images, mapping_report, place
+from .network import DEFAULT_LIF, LIF_FIELDS, NetArrays, Network, Population, graph_arrays
+from .partition import LIMITS, MapError, contiguous_partition, packet_volume, resource_use
+
+__all__ = [
+    "map_network", "MappedNetwork", "MapError", "Network", "Population", "NetArrays", "graph_arrays",
+    "resource_use", "packet_volume", "compile_images", "place", "LIMITS", "FORMAT", "FORMAT_VERSION",
+    "DEFAULT_LIF", "LIF_FIELDS",
+]
+
+
+def map_network(network, config: ChipConfig = DEFAULT_CONFIG, free_cores=None, weight_exp: int = 0) -> MappedNetwork:
+    """Compile ``network`` for one tenant.
+
+    Parameters
+    ----------
+    network : networkx.DiGraph, Network or NetArrays
+    config : ChipConfig
+    free_cores : list of int, optional
+        Physical cores this tenant may use (default: all); the placement picks
+        among them, so tenants mapped onto disjoint free sets never share a core.
+    weight_exp : int
+        The cores' weight exponent (synaptic input = weight * 2^(6 + weight_exp)).
+    """
+    if isinstance(network, nx.DiGraph):
+        net = graph_arrays(network)
+    elif isinstance(network, Network):
+        net = network.arrays()
+    elif isinstance(network, NetArrays):
+        net = network
+    else:
+        raise TypeError(f"map_network takes a networkx.DiGraph or a Network, not {type(network).__name__}")
+    free = list(range(config.num_cores)) if free_cores is None else [int(p) for p in free_cores]
+    limit = min(len(free), config.vcores_per_vm)
+    core_of = contiguous_partition(net, config, limit)
+    k = int(core_of.max()) + 1 if net.n else 0
+    images = compile_images(net, core_of, config, weight_exp)
+    traffic = np.zeros((k, k))
+    if net.src.size:
+        ps_key = np.unique(net.src * k + core_of[net.dst])
+        ps, pc = ps_key // k, ps_key % k
+        np.add.at(traffic, (core_of[ps], pc), net.rate[ps])
+        np.fill_diagonal(traffic, 0)
+    pcore = place(traffic, config, free)
+    local = np.zeros(net.n, dtype=np.int64)
+    for q in range(k):
+        idx = np.flatnonzero(core_of == q)
+        local[idx] = np.arange(idx.size)
+    report = mapping_report(net, core_of, pcore, config)
+    return MappedNetwork(config, images, core_of, local, pcore, report)

@@ -1,0 +1,185 @@
+"""From a partition to loadable core images, a placement on the mesh, a report, and the file format."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from neurovm.config import ChipConfig
+from neurovm.image import CoreImage
+
+from .network import LIF_FIELDS, NetArrays
+from .partition import LIMITS, MapError, packet_volume, resource_use
+
+__all__ = ["compile_images", "place", "MappedNetwork", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "neurovm-mapped-network"
+FORMAT_VERSION = 1
+
+
+def compile_images(net: NetArrays, core_of: np.ndarray, cfg: ChipConfig, weight_exp: int = 0) -> dict[int, CoreImage]:
+    """One :class:`CoreImage` per virtual core.
+
+    Neurons of a core take local indices in ascending global id.  A core's
+    axons are the distinct source neurons that reach it, in ascending id;
+    axon ``a``'s synapse list holds that source's synapses into the core.  A
+    neuron's fan-out list has one entry per distinct destination core, in
+    ascending vcore, naming the axon that core gave it.
+    """
+    core_of = np.asarray(core_of, dtype=np.int64)
+    k = int(core_of.max()) + 1 if net.n else 0
+    local = np.zeros(net.n, dtype=np.int64)
+    for q in range(k):
+        idx = np.flatnonzero(core_of == q)
+        local[idx] = np.arange(idx.size)
+    dcore = core_of[net.dst] if net.dst.size else np.zeros(0, np.int64)
+    # axon id of (source, destination core)
+    pair = net.src * k + dcore
+    upairs = np.unique(pair)
+    p_src, p_core = upairs // max(k, 1), upairs % max(k, 1)
+    axon_of_pair = np.zeros(upairs.size, dtype=np.int64)
+    for q in range(k):
+        sel = np.flatnonzero(p_core == q)
+        axon_of_pair[sel] = np.arange(sel.size)   # upairs sorted: ascending source within a core
+    images = {}
+    for q in range(k):
+        mine = np.flatnonzero(core_of == q)
+        sel = np.flatnonzero(dcore == q)
+        order = sel[np.lexsort((net.dst[sel], net.src[sel]))]
+        ax = axon_of_pair[np.searchsorted(upairs, pair[order])]
+        n_ax = int(np.sum(p_core == q))
+        lens = np.bincount(ax, minlength=n_ax)
+        fo = np.flatnonzero(np.isin(p_src, mine))           # entries of this core's neurons, ascending (src, core)
+        fo_len = np.bincount(local[p_src[fo]], minlength=mine.size) if fo.size else np.zeros(mine.size, np.int64)
+        images[q] = CoreImage(
+            syn_start=np.cumsum(lens) - lens, syn_len=lens,
+            target=local[net.dst[order]], weight=net.weight[order],
+            fo_start=np.cumsum(fo_len) - fo_len, fo_len=fo_len, report=net.report[mine],
+            fo_axon=axon_of_pair[fo], fo_vcore=p_core[fo], weight_exp=weight_exp,
+            **{f: net.params[f][mine] for f in LIF_FIELDS},
+        )
+    return images
+
+
+def _hops(cfg: ChipConfig) -> np.ndarray:
+    xy = np.array([cfg.core_xy(p) for p in range(cfg.num_cores)])
+    return np.abs(xy[:, None, :] - xy[None, :, :]).sum(axis=2)
+
+
+def place(traffic: np.ndarray, cfg: ChipConfig, free: list[int]) -> np.ndarray:
+    """Physical core of each virtual core, chosen from ``free``, minimising sum(traffic * hops).
+
+    Greedy (heaviest-communicating vcore first, onto the free core closest to
+    its already-placed partners), then pairwise swaps while they help.
+    """
+    k = traffic.shape[0]
+    if k > len(free):
+        raise MapError(f"cores: {k} virtual cores needed, {len(free)} physical cores free (short by {k - len(free)})")
+    sym = traffic + traffic.T
+    hop = _hops(cfg)
+    free = list(free)
+    pcore = -np.ones(k, dtype=np.int64)
+    for v in np.argsort(-sym.sum(axis=1), kind="stable"):
+        placed = np.flatnonzero(pcore >= 0)
+        cost = [float(sym[v, placed] @ hop[p, pcore[placed]]) if placed.size else 0.0 for p in free]
+        pcore[v] = free.pop(int(np.argmin(cost)))
+
+    def total(pc):
+        return float((sym * hop[np.ix_(pc, pc)]).sum()) / 2
+
+    best = total(pcore)
+    improved = True
+    while improved and k > 1:
+        improved = False
+        for a in range(k):
+            for b in range(a + 1, k):
+                pcore[[a, b]] = pcore[[b, a]]
+                t = total(pcore)
+                if t < best - 1e-9:
+                    best, improved = t, True
+                else:
+                    pcore[[a, b]] = pcore[[b, a]]
+    return pcore
+
+
+@dataclass
+class MappedNetwork:
+    """A network compiled for one tenant: images per vcore, where each neuron went, and the MMU table."""
+
+    config: ChipConfig
+    images: dict[int, CoreImage]
+    core_of: np.ndarray          # vcore of each neuron
+    local: np.ndarray            # index of each neuron inside its vcore
+    pcore_of_vcore: np.ndarray   # the placement: MMU table vcore -> physical core
+    report: dict = field(default_factory=dict)
+
+    def neuron_of(self, vcore, local) -> np.ndarray:
+        """Global neuron ids of (vcore, local index) pairs (e.g. from SPIKE messages)."""
+        table = {(int(c), int(l)): i for i, (c, l) in enumerate(zip(self.core_of, self.local))}
+        return np.array([table[(int(c), int(l))] for c, l in zip(np.ravel(vcore), np.ravel(local))], dtype=np.int64)
+
+    # ------------------------------------------------------------------ file format
+    def save(self, path) -> None:
+        """Write the mapped network (``.npz``: a JSON header plus arrays; format version 1)."""
+        arrays = {"core_of": self.core_of, "local": self.local, "pcore_of_vcore": self.pcore_of_vcore}
+        for q, img in self.images.items():
+            for f in fields(img):
+                if f.name not in ("weight_exp", "n_active"):
+                    arrays[f"core{q}.{f.name}"] = getattr(img, f.name)
+        header = {"format": FORMAT, "version": FORMAT_VERSION, "config": self.config.to_dict(),
+                  "cores": {str(q): {"weight_exp": img.weight_exp, "n_active": img.n_active}
+                            for q, img in self.images.items()},
+                  "report": self.report}
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+
+    @classmethod
+    def load(cls, path) -> "MappedNetwork":
+        """Read a file written by :meth:`save`; every image is re-checked against the chip's rules."""
+        path = Path(path)
+        try:
+            z = np.load(path, allow_pickle=False)
+            header = json.loads(bytes(z["header"]).decode())
+        except Exception as e:   # noqa: BLE001 - any unreadable file gets the same clear message
+            raise MapError(f"{path}: not a readable mapped-network file ({e})") from None
+        if header.get("format") != FORMAT:
+            raise MapError(f"{path}: format {header.get('format')!r} is not {FORMAT!r}")
+        if header.get("version") != FORMAT_VERSION:
+            raise MapError(f"{path}: format version {header.get('version')} is not supported (this is version "
+                           f"{FORMAT_VERSION})")
+        cfg = ChipConfig.from_dict(header["config"])
+        images = {}
+        try:
+            for q, meta in header["cores"].items():
+                kw = {f.name: z[f"core{q}.{f.name}"] for f in fields(CoreImage)
+                      if f.name not in ("weight_exp", "n_active")}
+                img = CoreImage(**kw, weight_exp=meta["weight_exp"], n_active=meta["n_active"])
+                img.region_words(cfg)   # raises ImageError naming the region and entry
+                images[int(q)] = img
+            return cls(cfg, images, z["core_of"], z["local"], z["pcore_of_vcore"], header.get("report", {}))
+        except KeyError as e:
+            raise MapError(f"{path}: truncated file, array {e} is missing") from None
+
+
+def mapping_report(net: NetArrays, core_of: np.ndarray, pcore: np.ndarray, cfg: ChipConfig) -> dict:
+    """Cores used, utilisation per constraint, packet volume and mean hops."""
+    use = resource_use(net, core_of)
+    hop = _hops(cfg)
+    k = len(pcore)
+    ps_key = np.unique(net.src * k + core_of[net.dst]) if net.src.size else np.zeros(0, np.int64)
+    ps, pc = ps_key // max(k, 1), ps_key % max(k, 1)
+    foreign = pc != core_of[ps]
+    h = hop[pcore[core_of[ps[foreign]]], pcore[pc[foreign]]] if foreign.any() else np.zeros(0)
+    w = net.rate[ps[foreign]]
+    return {
+        "neurons": int(net.n), "synapses": int(net.src.size), "cores": int(k),
+        "utilisation": {name: {"max": float(use[name].max() / getattr(cfg, attr)) if k else 0.0,
+                               "mean": float(use[name].mean() / getattr(cfg, attr)) if k else 0.0}
+                        for name, attr in LIMITS},
+        "packet_volume": packet_volume(net, core_of),
+        "mean_hops": float((w * h).sum() / w.sum()) if w.sum() else 0.0,
+        "pcore_of_vcore": [int(p) for p in pcore],
+    }

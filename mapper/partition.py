@@ -1,0 +1,121 @@
+"""Assign neurons to virtual cores under every hard limit of :class:`ChipConfig` at once.
+
+Per core: neurons <= N, synapse entries (in-edges of its neurons) <= S,
+axons (distinct source neurons with a target in the core) <= A, fan-out
+entries (for each of its neurons, the distinct cores it reaches) <= F.
+
+Objective: AER packet volume, ``sum_u rate_u * |foreign cores reached by u|``.
+This first slice places neurons in their given (population) order, filling a
+core until the next neuron would break a limit, then splits cores whose
+fan-out table overflows.  Refinement of the volume is the next slice (#6).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neurovm.config import ChipConfig
+
+from .network import NetArrays
+
+__all__ = ["MapError", "resource_use", "packet_volume", "contiguous_partition", "LIMITS"]
+
+#: (name used in reports, ChipConfig attribute)
+LIMITS = (("neurons", "neurons_per_core"), ("synapses", "synapses_per_core"),
+          ("axons", "axons_per_core"), ("fanout", "fanout_per_core"))
+
+
+class MapError(ValueError):
+    """The network cannot be mapped; the message names the limit, the neuron or population, and by how much."""
+
+
+def _pairs(net: NetArrays, core_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (source neuron, destination core) pairs: one axon and one fan-out entry each."""
+    if net.src.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    key = np.unique(net.src * (core_of.max() + 1) + core_of[net.dst])
+    return key // (core_of.max() + 1), key % (core_of.max() + 1)
+
+
+def resource_use(net: NetArrays, core_of: np.ndarray, ncores: int | None = None) -> dict[str, np.ndarray]:
+    """Per-core use of each limited resource."""
+    core_of = np.asarray(core_of, dtype=np.int64)
+    k = int(core_of.max()) + 1 if ncores is None else ncores
+    ps, pc = _pairs(net, core_of)
+    return {
+        "neurons": np.bincount(core_of, minlength=k),
+        "synapses": np.bincount(core_of[net.dst], minlength=k) if net.dst.size else np.zeros(k, np.int64),
+        "axons": np.bincount(pc, minlength=k),
+        "fanout": np.bincount(core_of[ps], minlength=k),
+    }
+
+
+def packet_volume(net: NetArrays, core_of: np.ndarray) -> float:
+    """Expected AER packets per step: each spike travels once to each distinct foreign core holding a target."""
+    ps, pc = _pairs(net, np.asarray(core_of, dtype=np.int64))
+    foreign = pc != core_of[ps]
+    return float(net.rate[ps[foreign]].sum())
+
+
+def _check_single_neurons(net: NetArrays, cfg: ChipConfig):
+    indeg = np.bincount(net.dst, minlength=net.n) if net.dst.size else np.zeros(net.n, np.int64)
+    worst = int(np.argmax(indeg)) if net.n else 0
+    if net.n and indeg[worst] > cfg.synapses_per_core:
+        raise MapError(f"synapses_per_core: {net.name(worst)} has {indeg[worst]} incoming synapses, "
+                       f"over the limit of {cfg.synapses_per_core} by {indeg[worst] - cfg.synapses_per_core}")
+    if net.n and indeg[worst] > cfg.axons_per_core:   # distinct sources <= in-degree (a DiGraph has no multi-edges)
+        srcs = np.bincount(net.dst, minlength=net.n)
+        w = int(np.argmax(srcs))
+        if srcs[w] > cfg.axons_per_core:
+            raise MapError(f"axons_per_core: {net.name(w)} receives from {srcs[w]} distinct neurons, "
+                           f"over the limit of {cfg.axons_per_core} by {srcs[w] - cfg.axons_per_core}")
+    bad = np.flatnonzero((net.weight < cfg.weight_min) | (net.weight > cfg.weight_max))
+    if bad.size:
+        e = int(bad[0])
+        raise MapError(f"weight_bits: synapse {net.name(int(net.src[e]))} -> {net.name(int(net.dst[e]))} has weight "
+                       f"{net.weight[e]}, outside {cfg.weight_min}..{cfg.weight_max} ({bad.size} such synapses); "
+                       "quantise the weights first")
+
+
+def contiguous_partition(net: NetArrays, cfg: ChipConfig, max_cores: int) -> np.ndarray:
+    """Fill cores in neuron order under the neuron, synapse and axon limits; then split
+    cores whose fan-out table overflows.  Returns ``core_of`` (virtual core per neuron)."""
+    _check_single_neurons(net, cfg)
+    N, S, A = cfg.neurons_per_core, cfg.synapses_per_core, cfg.axons_per_core
+    order = np.argsort(net.dst, kind="stable")
+    starts = np.searchsorted(net.dst[order], np.arange(net.n + 1))
+    in_src = net.src[order]
+    core_of = np.zeros(net.n, dtype=np.int64)
+    core, n_in, syn = 0, 0, 0
+    axons: set[int] = set()
+    for v in range(net.n):
+        srcs = in_src[starts[v]:starts[v + 1]]
+        new_axons = [u for u in srcs.tolist() if u not in axons]
+        if n_in and (n_in + 1 > N or syn + srcs.size > S or len(axons) + len(new_axons) > A):
+            core, n_in, syn, axons = core + 1, 0, 0, set()
+            new_axons = srcs.tolist()
+        core_of[v] = core
+        n_in += 1
+        syn += srcs.size
+        axons.update(new_axons)
+    # fan-out: split an overflowing core in two (its second half to a new core) until all fit
+    for _ in range(4 * net.n + 4):
+        use = resource_use(net, core_of)
+        over = np.flatnonzero(use["fanout"] > cfg.fanout_per_core)
+        if not over.size:
+            break
+        c = int(over[0])
+        members = np.flatnonzero(core_of == c)
+        if members.size == 1:
+            v = int(members[0])
+            raise MapError(f"fanout_per_core: {net.name(v)} alone reaches {use['fanout'][c]} cores, over the "
+                           f"limit of {cfg.fanout_per_core} by {use['fanout'][c] - cfg.fanout_per_core}")
+        core_of[members[members.size // 2:]] = core_of.max() + 1
+    ncores = int(core_of.max()) + 1 if net.n else 0
+    if ncores > max_cores:
+        use = resource_use(net, core_of)
+        tight = max(LIMITS, key=lambda lim: use[lim[0]].sum() / getattr(cfg, lim[1]))
+        raise MapError(f"cores: the network needs {ncores} cores, {max_cores} are available "
+                       f"(short by {ncores - max_cores}); the tightest limit is {tight[1]} "
+                       f"({use[tight[0]].sum()} {tight[0]} in total, {getattr(cfg, tight[1])} per core)")
+    return core_of

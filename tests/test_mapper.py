@@ -1,0 +1,144 @@
+"""The mapper: function preserved against an unpartitioned reference, every limit respected,
+tenants never share a core, infeasible inputs named, the file format round-trips."""
+
+import dataclasses
+
+import networkx as nx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from neurovm.config import HV_VM, ChipConfig
+from neurovm.host import ChipClient, EmulatorBackend
+from neurovm.mapper import LIMITS, MapError, MappedNetwork, Network, compile_images, graph_arrays, map_network, \
+    resource_use
+
+SMALL = ChipConfig(mesh_width=3, mesh_height=2, neurons_per_core=12, synapses_per_core=90, axons_per_core=32,
+                   fanout_per_core=48, max_vms=3, vcores_per_vm=6)
+
+
+def random_graph(rng, n, p):
+    g = nx.gnp_random_graph(n, p, seed=int(rng.integers(1 << 30)), directed=True)
+    for v in g.nodes:
+        g.nodes[v].update(du=int(rng.integers(0, 4096)), dv=int(rng.integers(0, 4096)),
+                          refract=int(rng.integers(0, 3)), vth_mant=int(rng.integers(0, 60)),
+                          bias_mant=int(rng.integers(-50, 400)), bias_exp=int(rng.integers(0, 4)))
+    for a, b in g.edges:
+        g.edges[a, b]["weight"] = int(rng.integers(-128, 128))
+    return g
+
+
+def run_spikes(cfg, mapped: MappedNetwork, steps: int, vm: int | None = None):
+    """Spike trains (step, global neuron) of a mapped network run on the emulator."""
+    chip = ChipClient(EmulatorBackend(cfg))
+    for vc, pc in enumerate(mapped.pcore_of_vcore):
+        if vm is not None:
+            chip.map(vm, vc, int(pc))
+    for vc, img in mapped.images.items():
+        if vm is None:   # bare-metal: fan-out entries must name physical cores, no MMU translates them
+            img = dataclasses.replace(img, fo_vcore=mapped.pcore_of_vcore[img.fo_vcore])
+            chip.load_core(HV_VM, int(mapped.pcore_of_vcore[vc]), img)
+        else:
+            chip.load_core(vm, vc, img)
+    res = chip.run(steps)
+    s = res.spikes
+    if vm is None:   # bare-metal: vcore field is the physical core
+        inv = {int(p): v for v, p in enumerate(mapped.pcore_of_vcore)}
+        vcores = np.array([inv[int(p)] for p in s["vcore"]], dtype=np.int64)
+    else:
+        vcores = s["vcore"]
+    return sorted(zip(s["timestep"].tolist(), mapped.neuron_of(vcores, s["neuron"]).tolist()))
+
+
+def reference_spikes(g, steps):
+    """The unpartitioned network: one core of a 1x1 chip with room for everything, same arithmetic."""
+    net = graph_arrays(g)
+    big = ChipConfig(mesh_width=1, mesh_height=1, neurons_per_core=net.n, synapses_per_core=max(1, net.src.size),
+                     axons_per_core=net.n, fanout_per_core=net.n, vcores_per_vm=1)
+    imgs = compile_images(net, np.zeros(net.n, dtype=np.int64), big)
+    chip = ChipClient(EmulatorBackend(big))
+    chip.load_core(HV_VM, 0, imgs[0])
+    s = chip.run(steps).spikes
+    return sorted(zip(s["timestep"].tolist(), s["neuron"].tolist()))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_function_preserved_against_unpartitioned_reference(seed):
+    rng = np.random.default_rng(seed)
+    g = random_graph(rng, int(rng.integers(10, 50)), float(rng.uniform(0.03, 0.1)))
+    mapped = map_network(g, SMALL)
+    want = reference_spikes(g, 15)
+    assert want, "the reference network never spiked; the test would prove nothing"
+    assert run_spikes(SMALL, mapped, 15) == want
+    assert run_spikes(SMALL, mapped, 15, vm=1) == want   # the same through the MMU, as a tenant
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10_000), st.integers(5, 70), st.floats(0.01, 0.3))
+def test_every_image_respects_every_limit(seed, n, p):
+    rng = np.random.default_rng(seed)
+    g = random_graph(rng, n, p)
+    try:
+        mapped = map_network(g, SMALL)
+    except MapError as e:
+        assert any(attr in str(e) for _, attr in LIMITS) or "cores" in str(e)
+        return
+    use = resource_use(graph_arrays(g), mapped.core_of)
+    for name, attr in LIMITS:
+        assert use[name].max() <= getattr(SMALL, attr), (name, use[name])
+    for img in mapped.images.values():
+        img.region_words(SMALL)   # the chip's own legality rules
+
+
+def test_two_tenants_never_share_a_physical_core():
+    rng = np.random.default_rng(3)
+    a = map_network(random_graph(rng, 30, 0.1), SMALL, free_cores=range(6))
+    free = [p for p in range(6) if p not in set(a.pcore_of_vcore.tolist())]
+    b = map_network(random_graph(rng, 25, 0.1), SMALL, free_cores=free)
+    assert not set(a.pcore_of_vcore.tolist()) & set(b.pcore_of_vcore.tolist())
+
+
+def test_populations_and_projections_expand_and_map():
+    net = Network()
+    inp = net.population("in", 20, vth_mant=0, bias_mant=100)
+    hid = net.population("hidden", 15, vth_mant=50)
+    out = net.population("out", 5, vth_mant=50)
+    net.fixed_probability(inp, hid, 0.3, weight=40, seed=1)
+    net.all_to_all(hid, out, weight=30)
+    net.one_to_one(out, out, weight=-5)
+    g = net.to_graph()
+    assert g.number_of_nodes() == 40 and g.number_of_edges() == net.arrays().src.size
+    mapped = map_network(net, SMALL)
+    assert run_spikes(SMALL, mapped, 10) == reference_spikes(g, 10)
+
+
+def test_infeasible_networks_name_the_limit_the_neuron_and_the_excess():
+    net = Network()
+    a = net.population("a", 100)
+    b = net.population("hub", 1)
+    net.all_to_all(a, b)
+    with pytest.raises(MapError, match=r"synapses_per_core: neuron 100 \(population 'hub'\) has 100 incoming "
+                                       r"synapses, over the limit of 90 by 10"):
+        map_network(net, SMALL)
+    with pytest.raises(MapError, match=r"cores: the network needs \d+ cores, 6 are available"):
+        map_network(random_graph(np.random.default_rng(0), 200, 0.02), SMALL)
+    g = random_graph(np.random.default_rng(1), 10, 0.3)
+    next(iter(g.edges(data=True)))[2]["weight"] = 300
+    with pytest.raises(MapError, match="weight_bits: synapse .* has weight 300, outside -128..127"):
+        map_network(g, SMALL)
+
+
+def test_file_format_round_trips_and_rejects_damage(tmp_path):
+    rng = np.random.default_rng(5)
+    g = random_graph(rng, 40, 0.1)
+    mapped = map_network(g, SMALL)
+    path = tmp_path / "net.nvmap"
+    mapped.save(path)
+    again = MappedNetwork.load(path)
+    assert run_spikes(SMALL, again, 10) == run_spikes(SMALL, mapped, 10)
+    assert again.report == mapped.report
+    data = path.read_bytes()
+    (tmp_path / "cut.nvmap").write_bytes(data[: len(data) // 2])
+    with pytest.raises(MapError, match="not a readable mapped-network file"):
+        MappedNetwork.load(tmp_path / "cut.nvmap")

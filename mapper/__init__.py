@@ -7,9 +7,10 @@ table for the MMU, and a report.  Every image respects every limit of the
 :class:`~neurovm.config.ChipConfig`; an impossible network raises
 :class:`MapError` naming the limit, the neuron or population, and by how much.
 
-This is the first slice of issue #6: contiguous fill under all limits,
-fan-out repair, hop-aware placement, the versioned file format.  The
-packet-volume refinement and the METIS comparison come next.
+Partitioning (see :func:`partition`): contiguous fill under all limits in the
+given neuron order and in reverse Cuthill-McKee order, fan-out repair, then a
+local search on the AER packet volume; placement minimises hop-weighted
+traffic over the tenant's free cores.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from neurovm.config import DEFAULT_CONFIG, ChipConfig
 
 from .compile import FORMAT, FORMAT_VERSION, MappedNetwork, compile_images, mapping_report, place
 from .network import DEFAULT_LIF, LIF_FIELDS, NetArrays, Network, Population, graph_arrays
-from .partition import LIMITS, MapError, contiguous_partition, packet_volume, resource_use
+from .partition import LIMITS, MapError, contiguous_partition, packet_volume, partition, refine, resource_use
 
 __all__ = [
     "map_network", "MappedNetwork", "MapError", "Network", "Population", "NetArrays", "graph_arrays",
-    "resource_use", "packet_volume", "compile_images", "place", "LIMITS", "FORMAT", "FORMAT_VERSION",
+    "resource_use", "packet_volume", "partition", "refine", "contiguous_partition", "compile_images", "place", "LIMITS", "FORMAT", "FORMAT_VERSION",
     "DEFAULT_LIF", "LIF_FIELDS",
 ]
 
@@ -53,7 +54,7 @@ def map_network(network, config: ChipConfig = DEFAULT_CONFIG, free_cores=None, w
         raise TypeError(f"map_network takes a networkx.DiGraph or a Network, not {type(network).__name__}")
     free = list(range(config.num_cores)) if free_cores is None else [int(p) for p in free_cores]
     limit = min(len(free), config.vcores_per_vm)
-    core_of = contiguous_partition(net, config, limit)
+    core_of = partition(net, config, limit)
     k = int(core_of.max()) + 1 if net.n else 0
     images = compile_images(net, core_of, config, weight_exp)
     traffic = np.zeros((k, k))

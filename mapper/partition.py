@@ -119,3 +119,116 @@ def contiguous_partition(net: NetArrays, cfg: ChipConfig, max_cores: int) -> np.
                        f"(short by {ncores - max_cores}); the tightest limit is {tight[1]} "
                        f"({use[tight[0]].sum()} {tight[0]} in total, {getattr(cfg, tight[1])} per core)")
     return core_of
+
+
+def _csr(keys: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(keys, kind="stable")
+    return np.searchsorted(keys[order], np.arange(n + 1)), vals[order]
+
+
+def refine(net: NetArrays, cfg: ChipConfig, core_of: np.ndarray, ncores: int, passes: int = 8,
+           seed: int = 0) -> np.ndarray:
+    """Local search on the packet volume: move single neurons to the core that lowers
+    ``sum_u rate_u * |foreign cores reached by u|`` most, keeping every limit.
+
+    Candidate cores for a neuron are the cores of its sources and targets;
+    gains and limit checks are evaluated on arrays for all candidates at once.
+    """
+    core_of = np.asarray(core_of, dtype=np.int64).copy()
+    k, n = ncores, net.n
+    if k <= 1 or net.src.size == 0:
+        return core_of
+    N, S, A, F = cfg.neurons_per_core, cfg.synapses_per_core, cfg.axons_per_core, cfg.fanout_per_core
+    r = net.rate.astype(np.float64)
+    pstart, preds = _csr(net.dst, net.src, n)
+    sstart, succs = _csr(net.src, net.dst, n)
+    cnt = np.zeros((n, k), dtype=np.int32)
+    np.add.at(cnt, (net.src, core_of[net.dst]), 1)
+    indeg = np.diff(pstart)
+    selfloop = np.zeros(n, dtype=bool)
+    selfloop[net.src[net.src == net.dst]] = True
+    use = resource_use(net, core_of, k)
+    neurons, syn, axons, fanout = (use[x].astype(np.int64) for x in ("neurons", "synapses", "axons", "fanout"))
+    own_fo = (cnt > 0).sum(axis=1)
+    rng = np.random.default_rng(seed)
+    for _ in range(passes):
+        moved = 0
+        for v in rng.permutation(n):
+            if selfloop[v]:
+                continue
+            a = core_of[v]
+            P = preds[pstart[v]:pstart[v + 1]]
+            cand = np.unique(np.concatenate([core_of[P], core_of[succs[sstart[v]:sstart[v + 1]]]]))
+            cand = cand[cand != a]
+            if cand.size == 0:
+                continue
+            cP = core_of[P]
+            cntPb = cnt[P][:, cand]                       # |P| x |cand|
+            newb = cntPb == 0
+            gain = (r[P, None] * (newb & (cP[:, None] != cand[None, :]))).sum(axis=0)
+            lose_a = cnt[P, a] == 1
+            loss = float((r[P] * (lose_a & (cP != a))).sum())
+            delta = r[v] * (float(cnt[v, a] > 0) - (cnt[v, cand] > 0)) + gain - loss
+            ok = ((neurons[cand] + 1 <= N) & (syn[cand] + indeg[v] <= S) & (axons[cand] + newb.sum(axis=0) <= A)
+                  & (fanout[cand] + own_fo[v] <= F) & (delta < -1e-12))
+            if not ok.any():
+                continue
+            # fan-out tables of the sources' cores: +1 per source newly reaching b, -1 per source leaving a
+            for j in np.flatnonzero(ok)[np.argsort(delta[ok])]:
+                b = cand[j]
+                inc = np.bincount(cP[newb[:, j]], minlength=k) - np.bincount(cP[lose_a], minlength=k)
+                if b == a or np.any(fanout + inc + np.where(np.arange(k) == b, own_fo[v], 0)
+                                    - np.where(np.arange(k) == a, own_fo[v], 0) > F):
+                    continue
+                # commit the move
+                fanout += inc
+                fanout[a] -= own_fo[v]
+                fanout[b] += own_fo[v]
+                own_fo[P[newb[:, j]]] += 1
+                own_fo[P[lose_a]] -= 1
+                axons[a] -= int(lose_a.sum())
+                axons[b] += int(newb[:, j].sum())
+                cnt[P, a] -= 1
+                cnt[P, b] += 1
+                neurons[a] -= 1
+                neurons[b] += 1
+                syn[a] -= indeg[v]
+                syn[b] += indeg[v]
+                core_of[v] = b
+                moved += 1
+                break
+        if moved == 0:
+            break
+    return core_of
+
+
+def partition(net: NetArrays, cfg: ChipConfig, max_cores: int, passes: int = 8) -> np.ndarray:
+    """Best of: contiguous fill in the given order, and in reverse Cuthill-McKee order;
+    each refined on the packet volume.  Raises :class:`MapError` if nothing fits."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    orders = [np.arange(net.n)]
+    if net.src.size:
+        adj = coo_matrix((np.ones(net.src.size), (net.src, net.dst)), shape=(net.n, net.n)).tocsr()
+        orders.append(np.asarray(reverse_cuthill_mckee((adj + adj.T).tocsr(), symmetric_mode=True), dtype=np.int64))
+    best, best_vol, first_err = None, None, None
+    for order in orders:
+        inv = np.empty(net.n, dtype=np.int64)
+        inv[order] = np.arange(net.n)
+        sub = NetArrays(net.n, inv[net.src], inv[net.dst], net.weight, {f: v[order] for f, v in net.params.items()},
+                        net.rate[order], net.report[order], net.population[order])
+        try:
+            c = contiguous_partition(sub, cfg, max_cores)[inv]
+        except MapError as e:
+            first_err = first_err or e
+            continue
+        c = refine(net, cfg, c, int(c.max()) + 1, passes)
+        vol = packet_volume(net, c)
+        if best is None or vol < best_vol:
+            best, best_vol = c, vol
+    if best is None:
+        raise first_err
+    # renumber cores densely (refinement may empty one)
+    _, dense = np.unique(best, return_inverse=True)
+    return dense.astype(np.int64)

@@ -5,9 +5,11 @@ axons (distinct source neurons with a target in the core) <= A, fan-out
 entries (for each of its neurons, the distinct cores it reaches) <= F.
 
 Objective: AER packet volume, ``sum_u rate_u * |foreign cores reached by u|``.
-This first slice places neurons in their given (population) order, filling a
-core until the next neuron would break a limit, then splits cores whose
-fan-out table overflows.  Refinement of the volume is the next slice (#6).
+:func:`partition` fills cores in two neuron orders (the given one -- layers
+of a feed-forward net stay contiguous -- and a recursive-bisection order that
+makes compact blocks of locally connected nets), each time opening a new core
+when the next neuron would break a limit and splitting cores whose fan-out
+table overflows, then runs a local search on the volume and keeps the better.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from neurovm.config import ChipConfig
 
 from .network import NetArrays
 
-__all__ = ["MapError", "resource_use", "packet_volume", "contiguous_partition", "LIMITS"]
+__all__ = ["MapError", "resource_use", "packet_volume", "contiguous_partition", "refine", "partition",
+           "bisection_order", "LIMITS"]
 
 #: (name used in reports, ChipConfig attribute)
 LIMITS = (("neurons", "neurons_per_core"), ("synapses", "synapses_per_core"),
@@ -127,7 +130,7 @@ def _csr(keys: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.nda
 
 
 def refine(net: NetArrays, cfg: ChipConfig, core_of: np.ndarray, ncores: int, passes: int = 8,
-           seed: int = 0) -> np.ndarray:
+           seed: int = 0, deadline: float | None = None) -> np.ndarray:
     """Local search on the packet volume: move single neurons to the core that lowers
     ``sum_u rate_u * |foreign cores reached by u|`` most, keeping every limit.
 
@@ -151,9 +154,13 @@ def refine(net: NetArrays, cfg: ChipConfig, core_of: np.ndarray, ncores: int, pa
     neurons, syn, axons, fanout = (use[x].astype(np.int64) for x in ("neurons", "synapses", "axons", "fanout"))
     own_fo = (cnt > 0).sum(axis=1)
     rng = np.random.default_rng(seed)
+    import time
+
     for _ in range(passes):
         moved = 0
-        for v in rng.permutation(n):
+        for i, v in enumerate(rng.permutation(n)):
+            if deadline is not None and i % 256 == 0 and time.perf_counter() > deadline:
+                return core_of
             if selfloop[v]:
                 continue
             a = core_of[v]
@@ -202,17 +209,71 @@ def refine(net: NetArrays, cfg: ChipConfig, core_of: np.ndarray, ncores: int, pa
     return core_of
 
 
-def partition(net: NetArrays, cfg: ChipConfig, max_cores: int, passes: int = 8) -> np.ndarray:
-    """Best of: contiguous fill in the given order, and in reverse Cuthill-McKee order;
-    each refined on the packet volume.  Raises :class:`MapError` if nothing fits."""
+def bisection_order(net: NetArrays, block: int) -> np.ndarray:
+    """A neuron order in which consecutive runs of ``block`` neurons are compact in the graph.
+
+    Recursive graph bisection without coordinates: in each part, breadth-first
+    distances from a pseudo-peripheral neuron split it into a near half and a
+    far half (sizes kept multiples of ``block``); recurse until a part fits one
+    block.  On meshes and sheets this yields square-ish blocks, where a plain
+    row-major fill yields strips.
+    """
     from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import reverse_cuthill_mckee
+    from scipy.sparse.csgraph import breadth_first_order, connected_components, shortest_path
+
+    n = net.n
+    adj = coo_matrix((np.ones(net.src.size), (net.src, net.dst)), shape=(n, n)).tocsr()
+    adj = ((adj + adj.T) > 0).astype(np.float64).tocsr()
+    out: list[np.ndarray] = []
+    stack = [np.arange(n)]
+    while stack:
+        part = stack.pop()
+        if part.size <= block:
+            out.append(part)
+            continue
+        sub = adj[part][:, part]
+        ncomp, labels = connected_components(sub, directed=False)
+        if ncomp > 1:
+            # whole components into blocks, first fit decreasing; a component bigger than a
+            # block becomes a part of its own and is bisected further
+            sizes = np.bincount(labels)
+            bins: list[list[int]] = []
+            room: list[int] = []
+            for comp in np.argsort(-sizes, kind="stable"):
+                members = part[labels == comp]
+                if members.size > block:
+                    stack.append(members)
+                    continue
+                j = next((b for b in range(len(bins)) if room[b] >= members.size), None)
+                if j is None:
+                    bins.append([])
+                    room.append(block)
+                    j = len(bins) - 1
+                bins[j].extend(members.tolist())
+                room[j] -= members.size
+            out.extend(np.array(b, dtype=np.int64) for b in bins)
+            continue
+        start = int(breadth_first_order(sub, 0, directed=False, return_predecessors=False)[-1])
+        dist = shortest_path(sub, method="D", unweighted=True, directed=False, indices=start)
+        order = part[np.argsort(dist, kind="stable")]
+        half = max(block, (part.size // 2 // block) * block)
+        stack.append(order[half:])
+        stack.append(order[:half])   # popped first: the near half keeps the front of the order
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def partition(net: NetArrays, cfg: ChipConfig, max_cores: int, passes: int = 8,
+              time_budget: float = 4.0) -> np.ndarray:
+    """Best of: contiguous fill in the given order and in a recursive-bisection order,
+    each refined on the packet volume (within ``time_budget`` seconds of local search
+    in total).  Raises :class:`MapError` if nothing fits."""
+    import time
 
     orders = [np.arange(net.n)]
-    if net.src.size:
-        adj = coo_matrix((np.ones(net.src.size), (net.src, net.dst)), shape=(net.n, net.n)).tocsr()
-        orders.append(np.asarray(reverse_cuthill_mckee((adj + adj.T).tocsr(), symmetric_mode=True), dtype=np.int64))
+    if net.src.size and net.n > cfg.neurons_per_core:
+        orders.append(bisection_order(net, cfg.neurons_per_core))
     best, best_vol, first_err = None, None, None
+    deadline = time.perf_counter() + time_budget
     for order in orders:
         inv = np.empty(net.n, dtype=np.int64)
         inv[order] = np.arange(net.n)
@@ -223,7 +284,8 @@ def partition(net: NetArrays, cfg: ChipConfig, max_cores: int, passes: int = 8) 
         except MapError as e:
             first_err = first_err or e
             continue
-        c = refine(net, cfg, c, int(c.max()) + 1, passes)
+        share = max(0.0, (deadline - time.perf_counter()) / 2)
+        c = refine(net, cfg, c, int(c.max()) + 1, passes, deadline=time.perf_counter() + share)
         vol = packet_volume(net, c)
         if best is None or vol < best_vol:
             best, best_vol = c, vol

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -69,11 +70,12 @@ def _hops(cfg: ChipConfig) -> np.ndarray:
     return np.abs(xy[:, None, :] - xy[None, :, :]).sum(axis=2)
 
 
-def place(traffic: np.ndarray, cfg: ChipConfig, free: list[int]) -> np.ndarray:
+def place(traffic: np.ndarray, cfg: ChipConfig, free: list[int], time_budget: float = 2.0) -> np.ndarray:
     """Physical core of each virtual core, chosen from ``free``, minimising sum(traffic * hops).
 
     Greedy (heaviest-communicating vcore first, onto the free core closest to
-    its already-placed partners), then pairwise swaps while they help.
+    its already-placed partners), then pairwise swaps while they help (within
+    ``time_budget`` seconds).
     """
     k = traffic.shape[0]
     if k > len(free):
@@ -84,24 +86,28 @@ def place(traffic: np.ndarray, cfg: ChipConfig, free: list[int]) -> np.ndarray:
     pcore = -np.ones(k, dtype=np.int64)
     for v in np.argsort(-sym.sum(axis=1), kind="stable"):
         placed = np.flatnonzero(pcore >= 0)
-        cost = [float(sym[v, placed] @ hop[p, pcore[placed]]) if placed.size else 0.0 for p in free]
+        cost = hop[np.ix_(free, pcore[placed])] @ sym[v, placed] if placed.size else np.zeros(len(free))
         pcore[v] = free.pop(int(np.argmin(cost)))
 
-    def total(pc):
-        return float((sym * hop[np.ix_(pc, pc)]).sum()) / 2
+    def swap_delta(pc, a, b):
+        """Change of sum(traffic * hops) if vcores a and b exchange physical cores (O(k))."""
+        pa, pb = pc[a], pc[b]
+        others = np.ones(k, dtype=bool)
+        others[[a, b]] = False
+        ho_a, ho_b = hop[pa, pc[others]], hop[pb, pc[others]]
+        return float(sym[a, others] @ (ho_b - ho_a) + sym[b, others] @ (ho_a - ho_b))
 
-    best = total(pcore)
+    deadline = time.perf_counter() + time_budget
     improved = True
-    while improved and k > 1:
+    while improved and k > 1 and time.perf_counter() < deadline:
         improved = False
         for a in range(k):
+            if time.perf_counter() > deadline:
+                break
             for b in range(a + 1, k):
-                pcore[[a, b]] = pcore[[b, a]]
-                t = total(pcore)
-                if t < best - 1e-9:
-                    best, improved = t, True
-                else:
+                if swap_delta(pcore, a, b) < -1e-9:
                     pcore[[a, b]] = pcore[[b, a]]
+                    improved = True
     return pcore
 
 

@@ -36,8 +36,12 @@ def _pairs(net: NetArrays, core_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     """Distinct (source neuron, destination core) pairs: one axon and one fan-out entry each."""
     if net.src.size == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    key = np.unique(net.src * (core_of.max() + 1) + core_of[net.dst])
-    return key // (core_of.max() + 1), key % (core_of.max() + 1)
+    from scipy.sparse import coo_matrix
+
+    k = int(core_of.max()) + 1
+    m = coo_matrix((np.ones(net.src.size, dtype=np.int32), (net.src, core_of[net.dst])), shape=(net.n, k)).tocsr()
+    m.sum_duplicates()   # also sorts the column indices: pairs come out ordered by (source, core)
+    return np.repeat(np.arange(net.n, dtype=np.int64), np.diff(m.indptr)), m.indices.astype(np.int64)
 
 
 def resource_use(net: NetArrays, core_of: np.ndarray, ncores: int | None = None) -> dict[str, np.ndarray]:

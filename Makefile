@@ -28,8 +28,12 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/emulator_throughput.py
 	$(PY) benchmarks/core_throughput.py
+	$(PY) benchmarks/router_throughput.py
+	$(PY) benchmarks/chip_speed.py
+	$(PY) benchmarks/mapper_quality.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -18,7 +18,7 @@ docs/architecture.md §12.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -34,7 +34,6 @@ from neurovm.config import (
     V_MAX,
     V_MIN,
     VTH_SHIFT,
-    WEIGHT_EXP_MAX,
     ChipConfig,
 )
 from neurovm.formats import REGIONS, CfgOp, Region

@@ -23,7 +23,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from neurovm.config import HV_VM, VM_BITS, ChipConfig
+from neurovm.config import HV_VM, ChipConfig
 from neurovm.formats import (
     AER_PACKET,
     CFG_REQUEST,

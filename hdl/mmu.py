@@ -15,7 +15,7 @@ RESET commands.  Three lookup ports answer in the same clock:
 from __future__ import annotations
 
 from amaranth.hdl import Array, Module, Signal
-from amaranth.lib import data, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from neurovm.config import HV_VM, VM_BITS, ChipConfig

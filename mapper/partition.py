@@ -14,6 +14,8 @@ table overflows, then runs a local search on the volume and keeps the better.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from neurovm.config import ChipConfig
@@ -158,8 +160,6 @@ def refine(net: NetArrays, cfg: ChipConfig, core_of: np.ndarray, ncores: int, pa
     neurons, syn, axons, fanout = (use[x].astype(np.int64) for x in ("neurons", "synapses", "axons", "fanout"))
     own_fo = (cnt > 0).sum(axis=1)
     rng = np.random.default_rng(seed)
-    import time
-
     for _ in range(passes):
         moved = 0
         for i, v in enumerate(rng.permutation(n)):
@@ -271,8 +271,6 @@ def partition(net: NetArrays, cfg: ChipConfig, max_cores: int, passes: int = 8,
     """Best of: contiguous fill in the given order and in a recursive-bisection order,
     each refined on the packet volume (within ``time_budget`` seconds of local search
     in total).  Raises :class:`MapError` if nothing fits."""
-    import time
-
     orders = [np.arange(net.n)]
     if net.src.size and net.n > cfg.neurons_per_core:
         orders.append(bisection_order(net, cfg.neurons_per_core))

@@ -18,8 +18,7 @@ from neurovm.hdl.toolchain import export_verilog, verilator_env
 ROOT = Path(__file__).resolve().parents[1]
 COCOTB_DIR = Path(__file__).resolve().parent / "cocotb"
 
-# Every -Wno in the lint waiver list of docs/architecture.md §12 applies to the
-# *test* build as well; warnings never stop a simulation build.
+# Warnings never stop a test build; lint cleanliness is its own test (tests/test_lint.py).
 BUILD_ARGS = ["-Wno-fatal", "-O2", "--x-assign", "0", "--x-initial", "0"]
 
 

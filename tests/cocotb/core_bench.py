@@ -14,7 +14,6 @@ import numpy as np
 
 from agents import value_of
 from core_tb import CFG, N, S, A, CoreTestbench, image_words, neurons
-from neurovm.formats import CFG_REQUEST, CfgOp
 from neurovm.hdl.core import CorePhase
 from neurovm.image import CoreImage
 

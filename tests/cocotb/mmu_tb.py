@@ -16,9 +16,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from agents import value_of
-from neurovm.config import HV_VM, ChipConfig
+from neurovm.config import ChipConfig
 from neurovm.emulator import Chip
-from neurovm.formats import MMU_ENTRY, FaultCause, Perm
+from neurovm.formats import MMU_ENTRY, FaultCause
 from neurovm.host import protocol as P
 
 CFG = ChipConfig.from_dict(json.loads(os.environ.get("NEUROVM_CFG", "{}")))

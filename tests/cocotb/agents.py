@@ -18,7 +18,8 @@ from collections import deque
 from typing import Callable, Iterator
 
 import cocotb
-from cocotb.triggers import Event, ReadOnly, RisingEdge
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, Event, ReadOnly, RisingEdge
 
 __all__ = [
     "value_of", "CycleLoop", "StreamSource", "StreamSink", "PulseDriver",
@@ -69,6 +70,15 @@ class CycleLoop:
 
     def start(self):
         self._task = cocotb.start_soon(self._run())
+
+    async def reset_and_start(self, rst, cycles: int = 3, period_ns: int = 10):
+        """Start the clock, hold ``rst`` for ``cycles`` clocks, then start the loop and let one clock pass."""
+        Clock(self.clk, period_ns, unit="ns").start()
+        rst.value = 1
+        await ClockCycles(self.clk, cycles)
+        rst.value = 0
+        self.start()
+        await self.cycles(1)
 
     def stop(self):
         if self._task is not None:

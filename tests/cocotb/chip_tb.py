@@ -13,8 +13,6 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
 
 from agents import CycleLoop, InOrderScoreboard, StreamSink, StreamSource, random_pauses, value_of
 from neurovm.config import ChipConfig
@@ -30,16 +28,12 @@ CASES = int(os.environ.get("NEUROVM_CASES", "6"))
 @cocotb.test()
 async def streams_with_stalls_match_emulator(dut):
     rng = np.random.default_rng(3)
-    Clock(dut.clk, 10, unit="ns").start()
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    dut.rst.value = 0
     loop = CycleLoop(dut.clk)
     cmd = StreamSource(dut, "cmd", random_pauses(rng, 0.3))
     board = InOrderScoreboard("chip output")
     out = StreamSink(dut, "out", random_pauses(rng, 0.5), on_item=board.got)
     loop.add(out, cmd)
-    loop.start()
+    await loop.reset_and_start(dut.rst)
     golden = Chip(CFG)
     total = 0
     for case in range(CASES):

@@ -21,8 +21,6 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
 
 from agents import (CycleLoop, InOrderScoreboard, PulseDriver, StreamSink, StreamSource, never, random_pauses,
                     value_of)
@@ -143,12 +141,7 @@ class CoreTestbench:
 
     # ---------------------------------------------------------------- procedures
     async def reset(self):
-        Clock(self.dut.clk, 10, unit="ns").start()
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
-        self.loop.start()
-        await self.loop.cycles(1)
+        await self.loop.reset_and_start(self.dut.rst)
 
     async def settle(self, what: str):
         """Wait until configuration requests are consumed and the core is back in IDLE."""

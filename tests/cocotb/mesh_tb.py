@@ -20,8 +20,6 @@ from collections import defaultdict
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles
 
 from agents import CycleLoop, PulseDriver, StreamSink, StreamSource, never, random_pauses, value_of
 from neurovm.config import ChipConfig
@@ -64,12 +62,7 @@ class MeshTestbench:
         self.track_latency = False
 
     async def reset(self):
-        Clock(self.dut.clk, 10, unit="ns").start()
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        self.dut.rst.value = 0
-        self.loop.start()
-        await self.loop.cycles(1)
+        await self.loop.reset_and_start(self.dut.rst)
 
     # ---------------------------------------------------------------- traffic
     def packet(self, src: int, dst: int) -> int:

@@ -8,7 +8,8 @@ table for the MMU, and a report.  Every image respects every limit of the
 :class:`MapError` naming the limit, the neuron or population, and by how much.
 
 Partitioning (see :func:`partition`): contiguous fill under all limits in the
-given neuron order and in reverse Cuthill-McKee order, fan-out repair, then a
+given neuron order and in balanced recursive-bisection order (spectral up to
+20,000 neurons), fan-out repair, then a
 local search on the AER packet volume; placement minimises hop-weighted
 traffic over the tenant's free cores.
 """

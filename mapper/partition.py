@@ -6,8 +6,8 @@ entries (for each of its neurons, the distinct cores it reaches) <= F.
 
 Objective: AER packet volume, ``sum_u rate_u * |foreign cores reached by u|``.
 :func:`partition` fills cores in two neuron orders (the given one -- layers
-of a feed-forward net stay contiguous -- and a recursive-bisection order that
-makes compact blocks of locally connected nets), each time opening a new core
+of a feed-forward net stay contiguous -- and balanced recursive bisection into
+the fewest blocks the neuron limit allows, compact on locally connected nets), each time opening a new core
 when the next neuron would break a limit and splitting cores whose fan-out
 table overflows, then runs a local search on the volume and keeps the better.
 """
@@ -15,6 +15,7 @@ table overflows, then runs a local search on the volume and keeps the better.
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 
@@ -86,9 +87,11 @@ def _check_single_neurons(net: NetArrays, cfg: ChipConfig):
                        "quantise the weights first")
 
 
-def contiguous_partition(net: NetArrays, cfg: ChipConfig, max_cores: int) -> np.ndarray:
-    """Fill cores in neuron order under the neuron, synapse and axon limits; then split
-    cores whose fan-out table overflows.  Returns ``core_of`` (virtual core per neuron)."""
+def contiguous_partition(net: NetArrays, cfg: ChipConfig, max_cores: int,
+                         breaks: np.ndarray | None = None) -> np.ndarray:
+    """Fill cores in neuron order under the neuron, synapse and axon limits (and open a
+    new core at every neuron where ``breaks`` is True); then split cores whose fan-out
+    table overflows.  Returns ``core_of`` (virtual core per neuron)."""
     _check_single_neurons(net, cfg)
     N, S, A = cfg.neurons_per_core, cfg.synapses_per_core, cfg.axons_per_core
     order = np.argsort(net.dst, kind="stable")
@@ -100,7 +103,8 @@ def contiguous_partition(net: NetArrays, cfg: ChipConfig, max_cores: int) -> np.
     for v in range(net.n):
         srcs = in_src[starts[v]:starts[v + 1]]
         new_axons = [u for u in srcs.tolist() if u not in axons]
-        if n_in and (n_in + 1 > N or syn + srcs.size > S or len(axons) + len(new_axons) > A):
+        if n_in and (n_in + 1 > N or syn + srcs.size > S or len(axons) + len(new_axons) > A
+                     or (breaks is not None and breaks[v])):
             core, n_in, syn, axons = core + 1, 0, 0, set()
             new_axons = srcs.tolist()
         core_of[v] = core
@@ -180,12 +184,17 @@ def refine(net: NetArrays, cfg: ChipConfig, core_of: np.ndarray, ncores: int, pa
             lose_a = cnt[P, a] == 1
             loss = float((r[P] * (lose_a & (cP != a))).sum())
             delta = r[v] * (float(cnt[v, a] > 0) - (cnt[v, cand] > 0)) + gain - loss
+            # tie-break on the edge cut: a move that keeps the volume but has more of v's
+            # neighbours on the other side smooths the boundary and unblocks later moves
+            nb = np.concatenate([cP, core_of[succs[sstart[v]:sstart[v + 1]]]])
+            cut = (nb == a).sum() - (nb[:, None] == cand[None, :]).sum(axis=0)
+            better = (delta < -1e-12) | ((np.abs(delta) <= 1e-12) & (cut < 0))
             ok = ((neurons[cand] + 1 <= N) & (syn[cand] + indeg[v] <= S) & (axons[cand] + newb.sum(axis=0) <= A)
-                  & (fanout[cand] + own_fo[v] <= F) & (delta < -1e-12))
+                  & (fanout[cand] + own_fo[v] <= F) & better)
             if not ok.any():
                 continue
             # fan-out tables of the sources' cores: +1 per source newly reaching b, -1 per source leaving a
-            for j in np.flatnonzero(ok)[np.argsort(delta[ok])]:
+            for j in np.flatnonzero(ok)[np.lexsort((cut[ok], delta[ok]))]:
                 b = cand[j]
                 inc = np.bincount(cP[newb[:, j]], minlength=k) - np.bincount(cP[lose_a], minlength=k)
                 if b == a or np.any(fanout + inc + np.where(np.arange(k) == b, own_fo[v], 0)
@@ -213,26 +222,56 @@ def refine(net: NetArrays, cfg: ChipConfig, core_of: np.ndarray, ncores: int, pa
     return core_of
 
 
-def bisection_order(net: NetArrays, block: int) -> np.ndarray:
-    """A neuron order in which consecutive runs of ``block`` neurons are compact in the graph.
+def _bisection_key(sub, spectral: bool) -> np.ndarray:
+    """A key along which sorting the nodes of the connected graph ``sub`` and cutting
+    at a quantile gives a good bisection: the Fiedler vector (spectral bisection,
+    straight cuts on sheets) or, for big parts, the breadth-first distance from a
+    pseudo-peripheral node (cheaper, rounder cuts)."""
+    from scipy.sparse.csgraph import breadth_first_order, laplacian, shortest_path
 
-    Recursive graph bisection without coordinates: in each part, breadth-first
-    distances from a pseudo-peripheral neuron split it into a near half and a
-    far half (sizes kept multiples of ``block``); recurse until a part fits one
-    block.  On meshes and sheets this yields square-ish blocks, where a plain
-    row-major fill yields strips.
+    m = sub.shape[0]
+    if spectral and m > 2:
+        lap = laplacian(sub)
+        if m <= 256:
+            return np.linalg.eigh(lap.toarray())[1][:, 1]
+        from scipy.sparse.linalg import lobpcg
+
+        x0 = np.random.default_rng(0).standard_normal((m, 1))
+        with warnings.catch_warnings():   # an unconverged Fiedler vector still orders the nodes well
+            warnings.simplefilter("ignore", UserWarning)
+            _, vec = lobpcg(lap, x0, Y=np.ones((m, 1)), largest=False, tol=1e-3, maxiter=100)
+        return vec[:, 0]
+    start = int(breadth_first_order(sub, 0, directed=False, return_predecessors=False)[-1])
+    return shortest_path(sub, method="D", unweighted=True, directed=False, indices=start)
+
+
+#: networks of up to this many neurons are bisected spectrally (about 0.25 ms per neuron
+#: with scipy's lobpcg); bigger ones by breadth-first distance, to keep 10^6 synapses < 10 s
+SPECTRAL_MAX = 20000
+
+
+def bisection_order(net: NetArrays, parts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split the neurons into ``parts`` compact blocks of (nearly) equal size.
+
+    Recursive graph bisection without coordinates: a part meant for ``p`` blocks
+    is cut in proportion ``floor(p/2) : ceil(p/2)`` along :func:`_bisection_key`;
+    disconnected parts are packed whole-component first.  Returns ``(order,
+    breaks)``: the neurons in block order, and a mask (over positions in
+    ``order``) that is True where a block starts.  On sheets this yields
+    near-square blocks where a plain row-major fill yields strips.
     """
     from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import breadth_first_order, connected_components, shortest_path
+    from scipy.sparse.csgraph import connected_components
 
     n = net.n
     adj = coo_matrix((np.ones(net.src.size), (net.src, net.dst)), shape=(n, n)).tocsr()
     adj = ((adj + adj.T) > 0).astype(np.float64).tocsr()
+    block = -(-n // parts)
     out: list[np.ndarray] = []
-    stack = [np.arange(n)]
+    stack = [(np.arange(n), parts)]
     while stack:
-        part = stack.pop()
-        if part.size <= block:
+        part, p = stack.pop()
+        if p <= 1 or part.size <= 1:
             out.append(part)
             continue
         sub = adj[part][:, part]
@@ -246,7 +285,7 @@ def bisection_order(net: NetArrays, block: int) -> np.ndarray:
             for comp in np.argsort(-sizes, kind="stable"):
                 members = part[labels == comp]
                 if members.size > block:
-                    stack.append(members)
+                    stack.append((members, -(-members.size // block)))
                     continue
                 j = next((b for b in range(len(bins)) if room[b] >= members.size), None)
                 if j is None:
@@ -257,40 +296,50 @@ def bisection_order(net: NetArrays, block: int) -> np.ndarray:
                 room[j] -= members.size
             out.extend(np.array(b, dtype=np.int64) for b in bins)
             continue
-        start = int(breadth_first_order(sub, 0, directed=False, return_predecessors=False)[-1])
-        dist = shortest_path(sub, method="D", unweighted=True, directed=False, indices=start)
-        order = part[np.argsort(dist, kind="stable")]
-        half = max(block, (part.size // 2 // block) * block)
-        stack.append(order[half:])
-        stack.append(order[:half])   # popped first: the near half keeps the front of the order
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+        order = part[np.argsort(_bisection_key(sub, n <= SPECTRAL_MAX), kind="stable")]
+        p1 = p // 2
+        n1 = int(round(part.size * p1 / p))
+        stack.append((order[n1:], p - p1))
+        stack.append((order[:n1], p1))   # popped first: the near half keeps the front of the order
+    breaks = np.zeros(n, dtype=bool)
+    breaks[np.cumsum([0] + [b.size for b in out[:-1]])] = n > 0
+    return (np.concatenate(out) if out else np.zeros(0, dtype=np.int64)), breaks
 
 
 def partition(net: NetArrays, cfg: ChipConfig, max_cores: int, passes: int = 8,
               time_budget: float = 4.0) -> np.ndarray:
-    """Best of: contiguous fill in the given order and in a recursive-bisection order,
-    each refined on the packet volume (within ``time_budget`` seconds of local search
-    in total).  Raises :class:`MapError` if nothing fits."""
-    orders = [np.arange(net.n)]
+    """Best of: contiguous fill in the given order and in a balanced recursive-bisection
+    order, each given one pass of local search on the packet volume; the better one
+    then gets the rest of ``time_budget`` seconds.  Raises :class:`MapError` if nothing fits."""
+    _check_single_neurons(net, cfg)
+    for what, attr, total in (("neurons", "neurons_per_core", net.n), ("synapses", "synapses_per_core", net.src.size)):
+        need = -(-total // getattr(cfg, attr))
+        if need > max_cores:   # no partition can fit: say so before any partitioning work
+            raise MapError(f"cores: the network needs at least {need} cores by {attr} ({total:,} {what}, "
+                           f"{getattr(cfg, attr):,} per core), {max_cores} are available (short by {need - max_cores})")
+    orders = [(np.arange(net.n), None)]
     if net.src.size and net.n > cfg.neurons_per_core:
-        orders.append(bisection_order(net, cfg.neurons_per_core))
-    best, best_vol, first_err = None, None, None
+        orders.append(bisection_order(net, -(-net.n // cfg.neurons_per_core)))
+    cands, first_err = [], None
     deadline = time.perf_counter() + time_budget
-    for order in orders:
+    for order, breaks in orders:
         inv = np.empty(net.n, dtype=np.int64)
         inv[order] = np.arange(net.n)
         sub = NetArrays(net.n, inv[net.src], inv[net.dst], net.weight, {f: v[order] for f, v in net.params.items()},
                         net.rate[order], net.report[order], net.population[order])
         try:
-            c = contiguous_partition(sub, cfg, max_cores)[inv]
+            c = contiguous_partition(sub, cfg, max_cores, breaks)[inv]
         except MapError as e:
             first_err = first_err or e
             continue
-        share = max(0.0, (deadline - time.perf_counter()) / 2)
-        c = refine(net, cfg, c, int(c.max()) + 1, passes, deadline=time.perf_counter() + share)
-        vol = packet_volume(net, c)
-        if best is None or vol < best_vol:
-            best, best_vol = c, vol
+        # a first look at each start (a quarter of what is left), then the rest of the budget to the best
+        share = max(0.0, (deadline - time.perf_counter()) / 4)
+        c = refine(net, cfg, c, int(c.max()) + 1, 1, deadline=time.perf_counter() + share)
+        cands.append((packet_volume(net, c), len(cands), c))
+    best = None
+    if cands:
+        c = min(cands)[2]
+        best = refine(net, cfg, c, int(c.max()) + 1, passes, seed=1, deadline=deadline)
     if best is None:
         raise first_err
     # renumber cores densely (refinement may empty one)

@@ -121,8 +121,13 @@ def test_infeasible_networks_name_the_limit_the_neuron_and_the_excess():
     with pytest.raises(MapError, match=r"synapses_per_core: neuron 100 \(population 'hub'\) has 100 incoming "
                                        r"synapses, over the limit of 90 by 10"):
         map_network(net, SMALL)
-    with pytest.raises(MapError, match=r"cores: the network needs \d+ cores, 6 are available"):
+    with pytest.raises(MapError, match=r"cores: the network needs at least 17 cores by neurons_per_core "
+                                       r"\(200 neurons, 12 per core\), 6 are available \(short by 11\)"):
         map_network(random_graph(np.random.default_rng(0), 200, 0.02), SMALL)
+    # fits by neuron and synapse counts, but not by axons once partitioned
+    with pytest.raises(MapError, match=r"cores: the network needs \d+ cores, 6 are available \(short by \d+\); "
+                                       r"the tightest limit is axons_per_core"):
+        map_network(random_graph(np.random.default_rng(0), 70, 0.1), SMALL)
     g = random_graph(np.random.default_rng(1), 10, 0.3)
     next(iter(g.edges(data=True)))[2]["weight"] = 300
     with pytest.raises(MapError, match="weight_bits: synapse .* has weight 300, outside -128..127"):
@@ -171,3 +176,30 @@ def test_refinement_lowers_packet_volume_and_never_raises_it():
         except MapError:
             continue
         assert packet_volume(net, partition(net, SMALL, 6)) <= packet_volume(net, fill)
+
+
+@pytest.mark.parametrize("parts", [2, 5, 7, 16])
+def test_bisection_gives_balanced_compact_blocks_on_a_sheet(parts):
+    """Balanced recursive bisection of a 40x40 sheet: every block within one neuron of
+    n/parts, each a compact patch (bounding box at most twice the side of a square of
+    the same area), and the blocks cut fewer packets than row order (as many for two halves)."""
+    from neurovm.mapper import contiguous_partition, packet_volume
+    from neurovm.mapper.partition import bisection_order
+
+    side = 40
+    g = nx.grid_2d_graph(side, side).to_directed()
+    net = graph_arrays(nx.convert_node_labels_to_integers(g, ordering="sorted"))
+    order, breaks = bisection_order(net, parts)
+    assert np.array_equal(np.sort(order), np.arange(net.n)) and int(breaks.sum()) == parts and breaks[0]
+    starts = np.flatnonzero(breaks)
+    sizes = np.diff(np.append(starts, net.n))
+    assert sizes.max() - sizes.min() <= 1 + (parts & (parts - 1) != 0)   # rounding at odd splits
+    for s, size in zip(starts, sizes):
+        x, y = np.divmod(order[s:s + size], side)
+        assert max(np.ptp(x), np.ptp(y)) + 1 <= 2 * np.sqrt(size) + 1
+    cfg = ChipConfig(mesh_width=4, mesh_height=4, neurons_per_core=-(-net.n // parts), vcores_per_vm=16)
+    inv = np.empty(net.n, dtype=np.int64)
+    inv[order] = np.arange(net.n)
+    blocks = np.cumsum(breaks) - 1
+    rows = packet_volume(net, contiguous_partition(net, cfg, 16))
+    assert packet_volume(net, blocks[inv]) < rows if parts > 2 else packet_volume(net, blocks[inv]) == rows

@@ -140,14 +140,14 @@ def main():
         print(f"| sheet {side}x{side}, radius {radius} | {net.n:,} | {net.src.size:,} | 16x16 | "
               f"{int(m.core_of.max()) + 1} | {time.perf_counter() - t0:.1f} s |")
     big = ChipConfig(mesh_width=16, mesh_height=16, vcores_per_vm=256, synapses_per_core=32768)
-    net = sheet(400, 5.0)
+    net = sheet(250, 7.3)
     t0 = time.perf_counter()
     try:
         map_network(net, big)
         outcome = "mapped"
     except MapError as e:
         outcome = f"MapError: {str(e)[:90]}…"
-    print(f"| sheet 400x400, radius 5 | {net.n:,} | {net.src.size:,} | 16x16, S=32768 (largest legal) | "
+    print(f"| sheet 250x250, radius 7.3 | {net.n:,} | {net.src.size:,} | 16x16, S=32768 (largest legal) | "
           f"{outcome} | {time.perf_counter() - t0:.1f} s |")
 
 

@@ -7,15 +7,16 @@ convenient API written against it.
 
 from .backend import Backend, CheckedBackend, CosimMismatch, EmulatorBackend
 from .client import ChipClient, ChipError, RunResult
+from .runtime import VM, Chip, SpikeTrains, VMError
 
 __all__ = ["Backend", "EmulatorBackend", "CheckedBackend", "CosimMismatch", "ChipClient", "ChipError",
-           "RunResult", "open"]
+           "RunResult", "Chip", "VM", "VMError", "SpikeTrains", "open"]
 
 BACKENDS = ("emulator", "verilator")
 
 
 def open(backend: str = "emulator", config=None, check: bool = False, waves: str | None = None,
-         quiet: bool = True) -> ChipClient:  # noqa: A001 - mirrors neurovm.open
+         quiet: bool = True) -> Chip:  # noqa: A001 - mirrors neurovm.open
     """Open a chip.
 
     Parameters
@@ -43,4 +44,4 @@ def open(backend: str = "emulator", config=None, check: bool = False, waves: str
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
     if check:
         b = CheckedBackend(b, EmulatorBackend(config))
-    return ChipClient(b)
+    return Chip(b)

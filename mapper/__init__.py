@@ -70,4 +70,5 @@ def map_network(network, config: ChipConfig = DEFAULT_CONFIG, free_cores=None, w
         idx = np.flatnonzero(core_of == q)
         local[idx] = np.arange(idx.size)
     report = mapping_report(net, core_of, pcore, config)
-    return MappedNetwork(config, images, core_of, local, pcore, report)
+    pops = {str(name): np.flatnonzero(net.population == name) for name in dict.fromkeys(net.population) if name}
+    return MappedNetwork(config, images, core_of, local, pcore, report, pops)

@@ -121,11 +121,54 @@ class MappedNetwork:
     local: np.ndarray            # index of each neuron inside its vcore
     pcore_of_vcore: np.ndarray   # the placement: MMU table vcore -> physical core
     report: dict = field(default_factory=dict)
+    populations: dict = field(default_factory=dict)   # name -> global neuron ids (ascending)
+
+    @property
+    def n(self) -> int:
+        """Number of neurons."""
+        return int(self.core_of.size)
+
+    def neurons(self, which) -> np.ndarray:
+        """Global neuron ids of a population name, or of the given ids (checked)."""
+        if isinstance(which, str):
+            if which not in self.populations:
+                raise KeyError(f"no population {which!r}; this network has {sorted(self.populations) or 'none'}")
+            return np.asarray(self.populations[which], dtype=np.int64)
+        ids = np.atleast_1d(np.asarray(which, dtype=np.int64))
+        bad = ids[(ids < 0) | (ids >= self.n)]
+        if bad.size:
+            raise KeyError(f"neuron {int(bad[0])} does not exist (the network has {self.n} neurons)")
+        return ids
+
+    def fanout_of(self, neurons) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fan-out entries of ``neurons``: arrays ``(neuron, vcore, axon)``.
+
+        Injecting on exactly these ``(vcore, axon)`` pairs has the effect of the
+        neurons spiking (one step earlier than their own spike would arrive):
+        that is how the runtime feeds input populations.
+        """
+        out = [[], [], []]
+        for v in np.atleast_1d(np.asarray(neurons, dtype=np.int64)):
+            img = self.images[int(self.core_of[v])]
+            li = int(self.local[v])
+            start, ln = int(img.fo_start[li]), int(img.fo_len[li])
+            out[0].append(np.full(ln, v))
+            out[1].append(np.asarray(img.fo_vcore[start:start + ln], dtype=np.int64))
+            out[2].append(np.asarray(img.fo_axon[start:start + ln], dtype=np.int64))
+        return tuple(np.concatenate(x) if x else np.zeros(0, np.int64) for x in out)
 
     def neuron_of(self, vcore, local) -> np.ndarray:
         """Global neuron ids of (vcore, local index) pairs (e.g. from SPIKE messages)."""
-        table = {(int(c), int(l)): i for i, (c, l) in enumerate(zip(self.core_of, self.local))}
-        return np.array([table[(int(c), int(l))] for c, l in zip(np.ravel(vcore), np.ravel(local))], dtype=np.int64)
+        table = np.full((int(self.core_of.max()) + 1, int(self.local.max()) + 1), -1, dtype=np.int64)
+        table[self.core_of, self.local] = np.arange(self.n)
+        vcore, local = np.ravel(vcore).astype(np.int64), np.ravel(local).astype(np.int64)
+        ok = (vcore < table.shape[0]) & (local < table.shape[1])
+        out = np.full(vcore.size, -1, dtype=np.int64)
+        out[ok] = table[vcore[ok], local[ok]]
+        if (out < 0).any():
+            i = int(np.flatnonzero(out < 0)[0])
+            raise KeyError(f"no neuron at vcore {vcore[i]} index {local[i]}")
+        return out
 
     # ------------------------------------------------------------------ file format
     def save(self, path) -> None:
@@ -138,7 +181,8 @@ class MappedNetwork:
         header = {"format": FORMAT, "version": FORMAT_VERSION, "config": self.config.to_dict(),
                   "cores": {str(q): {"weight_exp": img.weight_exp, "n_active": img.n_active}
                             for q, img in self.images.items()},
-                  "report": self.report}
+                  "report": self.report,
+                  "populations": {k: [int(v) for v in ids] for k, ids in self.populations.items()}}
         with open(path, "wb") as fh:
             np.savez_compressed(fh, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
 
@@ -165,7 +209,8 @@ class MappedNetwork:
                 img = CoreImage(**kw, weight_exp=meta["weight_exp"], n_active=meta["n_active"])
                 img.region_words(cfg)   # raises ImageError naming the region and entry
                 images[int(q)] = img
-            return cls(cfg, images, z["core_of"], z["local"], z["pcore_of_vcore"], header.get("report", {}))
+            return cls(cfg, images, z["core_of"], z["local"], z["pcore_of_vcore"], header.get("report", {}),
+                       {k: np.asarray(v, dtype=np.int64) for k, v in header.get("populations", {}).items()})
         except KeyError as e:
             raise MapError(f"{path}: truncated file, array {e} is missing") from None
 

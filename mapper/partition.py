@@ -312,11 +312,11 @@ def partition(net: NetArrays, cfg: ChipConfig, max_cores: int, passes: int = 8,
     order, each given one pass of local search on the packet volume; the better one
     then gets the rest of ``time_budget`` seconds.  Raises :class:`MapError` if nothing fits."""
     _check_single_neurons(net, cfg)
-    for what, attr, total in (("neurons", "neurons_per_core", net.n), ("synapses", "synapses_per_core", net.src.size)):
-        need = -(-total // getattr(cfg, attr))
-        if need > max_cores:   # no partition can fit: say so before any partitioning work
-            raise MapError(f"cores: the network needs at least {need} cores by {attr} ({total:,} {what}, "
-                           f"{getattr(cfg, attr):,} per core), {max_cores} are available (short by {need - max_cores})")
+    need, what, attr, total = max((-(-total // getattr(cfg, attr)), what, attr, total) for what, attr, total in
+                                  (("neurons", "neurons_per_core", net.n), ("synapses", "synapses_per_core", net.src.size)))
+    if need > max_cores:   # no partition can fit: say so before any partitioning work
+        raise MapError(f"cores: the network needs at least {need} cores by {attr} ({total:,} {what}, "
+                       f"{getattr(cfg, attr):,} per core), {max_cores} are available (short by {need - max_cores})")
     orders = [(np.arange(net.n), None)]
     if net.src.size and net.n > cfg.neurons_per_core:
         orders.append(bisection_order(net, -(-net.n // cfg.neurons_per_core)))

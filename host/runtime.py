@@ -1,0 +1,450 @@
+"""The hypervisor: tenant VMs on one chip.
+
+:class:`Chip` is a :class:`~neurovm.host.client.ChipClient` that also keeps
+the books a hypervisor needs: which physical cores are free, which VM owns
+which, and what each VM has loaded.  :meth:`Chip.create_vm` returns a
+:class:`VM`, the handle a tenant uses::
+
+    chip = neurovm.open("emulator")
+    vm = chip.create_vm("alice", cores=2)
+    vm.load(network)                        # networkx DiGraph, Network, MappedNetwork or .nvmap path
+    out = vm.run(100, inputs={"in": trains})
+    vm.telemetry()
+    vm.destroy()
+
+The chip has one clock: a RUN steps every core, so every VM advances together
+(:meth:`Chip.run` feeds and collects several VMs in one run; :meth:`VM.run`
+is that with one VM's inputs).  Spikes are sorted to their owners; a VM never
+sees another VM's spikes, cores or counters -- the MMU enforces it in
+hardware, the runtime only keeps the tables.  Every refused request raises
+:class:`VMError` naming the VM and the reason, and leaves the chip as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from neurovm.config import HV_VM
+from neurovm.formats import ARCH_COUNTERS, REGIONS, Counter, Region
+from neurovm.image import ImageError
+
+from .client import ChipClient, ChipError
+
+__all__ = ["Chip", "VM", "VMError", "SpikeTrains"]
+
+#: Regions that hold a core's whole state: copied on relocation, in this order.
+_CORE_REGIONS = tuple(Region)
+_STATE_REGIONS = (Region.STATE_U, Region.STATE_V, Region.STATE_REF, Region.ACC)
+
+
+class VMError(RuntimeError):
+    """A tenant request the hypervisor refuses; the chip is left as it was."""
+
+
+@dataclass
+class SpikeTrains:
+    """Spikes of one VM's reporting neurons over one run.
+
+    ``step`` is 0-based within the run; ``neuron`` is the global id in the
+    loaded network.  ``n_neurons`` and ``steps`` give the raster's extent.
+    """
+
+    step: np.ndarray
+    neuron: np.ndarray
+    n_neurons: int
+    steps: int
+
+    def counts(self) -> np.ndarray:
+        """Spikes per neuron (length ``n_neurons``)."""
+        return np.bincount(self.neuron, minlength=self.n_neurons)
+
+    def dense(self) -> np.ndarray:
+        """Boolean raster of shape ``(steps, n_neurons)``."""
+        out = np.zeros((self.steps, self.n_neurons), dtype=bool)
+        out[self.step, self.neuron] = True
+        return out
+
+    def __len__(self) -> int:
+        return int(self.step.size)
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, SpikeTrains) and self.steps == other.steps and self.n_neurons == other.n_neurons
+                and np.array_equal(self.step, other.step) and np.array_equal(self.neuron, other.neuron))
+
+    def raster(self, path, title: str = "") -> None:
+        """Save a raster plot (PNG) of the spikes."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4), dpi=120)
+        ax.scatter(self.step, self.neuron, s=2, marker="|", color="k")
+        ax.set_xlim(-0.5, self.steps - 0.5)
+        ax.set_ylim(-0.5, max(self.n_neurons, 1) - 0.5)
+        ax.set_xlabel("timestep")
+        ax.set_ylabel("neuron")
+        ax.set_title(title or f"{len(self)} spikes")
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+
+def _compact_cores(free: list[int], k: int, config) -> list[int]:
+    """``k`` of the ``free`` cores close together on the mesh (smallest sum of pairwise hops)."""
+    xy = np.array([config.core_xy(p) for p in free])
+    hops = np.abs(xy[:, None, :] - xy[None, :, :]).sum(axis=2)
+    best, best_cost = None, None
+    for seed in range(len(free)):
+        pick = np.argsort(hops[seed], kind="stable")[:k]
+        cost = hops[np.ix_(pick, pick)].sum()
+        if best_cost is None or cost < best_cost:
+            best, best_cost = pick, cost
+    return sorted(int(free[i]) for i in best)
+
+
+class Chip(ChipClient):
+    """A chip plus the hypervisor's books: free cores, VMs and what they run."""
+
+    def __init__(self, backend):
+        super().__init__(backend)
+        self._vms: dict[int, VM] = {}
+
+    # ---- the books ------------------------------------------------------------------
+    @property
+    def vms(self) -> list["VM"]:
+        """Live VMs, by id."""
+        return [self._vms[i] for i in sorted(self._vms)]
+
+    def vm(self, name: str) -> "VM":
+        """The live VM called ``name``."""
+        for v in self._vms.values():
+            if v.name == name:
+                return v
+        raise VMError(f"no VM named {name!r}; live VMs: {[v.name for v in self.vms] or 'none'}")
+
+    @property
+    def free_cores(self) -> list[int]:
+        """Physical cores no VM holds."""
+        used = {p for v in self._vms.values() for p in v.pcores}
+        return [p for p in range(self.config.num_cores) if p not in used]
+
+    # ---- VM life cycle --------------------------------------------------------------
+    def create_vm(self, name: str, cores: int = 1) -> "VM":
+        """Allocate ``cores`` physical cores (close together on the mesh) to a new VM and map them
+        as its vcores 0..cores-1.  Refuses (VMError) when the name is taken, no VM id is left,
+        ``cores`` exceeds the per-VM table, or the chip has too few free cores."""
+        cfg = self.config
+        if not isinstance(name, str) or not name:
+            raise VMError(f"a VM needs a non-empty name, not {name!r}")
+        if any(v.name == name for v in self._vms.values()):
+            raise VMError(f"VM {name!r} already exists")
+        if not isinstance(cores, (int, np.integer)) or not 1 <= cores <= cfg.vcores_per_vm:
+            raise VMError(f"VM {name!r}: cores must be 1..{cfg.vcores_per_vm} (vcores_per_vm), not {cores!r}")
+        ids = [i for i in range(cfg.max_vms) if i not in self._vms]
+        if not ids:
+            raise VMError(f"VM {name!r}: the chip is full, all {cfg.max_vms} VM ids are in use "
+                          f"({', '.join(v.name for v in self.vms)})")
+        free = self.free_cores
+        if cores > len(free):
+            raise VMError(f"VM {name!r}: the chip is full, {cores} cores asked, {len(free)} free "
+                          f"of {cfg.num_cores}")
+        vm = VM(self, ids[0], name, _compact_cores(free, int(cores), cfg))
+        try:
+            for vc, pc in enumerate(vm.pcores):
+                self.reset(pc)          # a fresh VM starts from zeroed memories and counters
+                self.map(vm.id, vc, pc)
+        except ChipError as e:
+            vm._release()
+            raise VMError(f"VM {name!r}: the chip refused its MMU entries ({e})") from None
+        self._vms[vm.id] = vm
+        return vm
+
+    def reset(self, pcore: int | None = None) -> None:
+        """Reset the whole chip (which also ends every VM), or scrub one physical core."""
+        super().reset(pcore)
+        if pcore is None:
+            for v in list(self._vms.values()):
+                v._alive = False
+            self._vms.clear()
+
+    # ---- running ---------------------------------------------------------------------
+    def run(self, steps: int, inputs: dict | None = None, inject: dict | None = None):
+        """Run ``steps`` timesteps of the whole chip.
+
+        Parameters
+        ----------
+        inputs : dict, optional
+            ``{vm: vm_inputs}`` (see :meth:`VM.run`).  With ``inputs`` the result is
+            ``{vm: SpikeTrains}`` for every live VM with a network loaded.
+        inject : dict, optional
+            Low-level ``{step: [(vm id, vcore, axon), ...]}`` (see
+            :meth:`ChipClient.run`); without ``inputs`` the raw :class:`RunResult`
+            is returned.
+        """
+        if inputs is None:
+            return super().run(steps, inject)
+        if not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise VMError(f"steps must be a positive integer, not {steps!r}")
+        plan: dict[int, list] = {}
+        for vm, vin in inputs.items():
+            if not isinstance(vm, VM) or self._vms.get(vm.id) is not vm:
+                raise VMError(f"{vm!r} is not a live VM of this chip")
+            for s, triples in vm._injections(steps, vin).items():
+                plan.setdefault(s, []).extend(triples)
+        res = super().run(steps, plan or None)
+        first = res.steps[0] if res.steps else 0
+        out = {}
+        for vm in self.vms:
+            if vm.mapped is None:
+                continue
+            sp = res.for_vm(vm.id)
+            neuron = vm.mapped.neuron_of(sp["vcore"], sp["neuron"]) if sp.size else np.zeros(0, np.int64)
+            step = (sp["timestep"] - first).astype(np.int64)
+            order = np.lexsort((neuron, step))
+            out[vm] = SpikeTrains(step[order], neuron[order], vm.mapped.n, int(steps))
+            vm.steps_run += int(steps)
+        return out
+
+    def status(self) -> list[dict]:
+        """One row per live VM: id, name, physical cores, network size and telemetry."""
+        rows = []
+        for vm in self.vms:
+            row = {"vm": vm.id, "name": vm.name, "pcores": list(vm.pcores),
+                   "neurons": vm.mapped.n if vm.mapped is not None else 0,
+                   "synapses": int(sum(int(np.sum(img.syn_len)) for img in vm.mapped.images.values()))
+                   if vm.mapped is not None else 0}
+            row.update(vm.telemetry())
+            rows.append(row)
+        return rows
+
+
+class VM:
+    """A tenant: a VM id, its physical cores (index = vcore), and what it has loaded.
+
+    Created by :meth:`Chip.create_vm`; not constructed directly.
+    """
+
+    def __init__(self, chip: Chip, vm_id: int, name: str, pcores: list[int]):
+        self.chip = chip
+        self.id = vm_id
+        self.name = name
+        self.pcores = list(pcores)
+        self.mapped = None
+        self.steps_run = 0
+        self._alive = True
+        self._counter_base = np.zeros(len(Counter), dtype=np.int64)   # counters of cores given back
+
+    def __repr__(self) -> str:
+        state = "" if self._alive else ", destroyed"
+        return f"VM({self.name!r}, id={self.id}, pcores={self.pcores}{state})"
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def _check_alive(self):
+        if not self._alive:
+            raise VMError(f"VM {self.name!r} has been destroyed")
+
+    def _release(self):
+        self._alive = False
+        self.chip._vms.pop(self.id, None)
+
+    # ---- loading ------------------------------------------------------------------------
+    def load(self, network, weight_exp: int = 0) -> "VM":
+        """Map (if needed) and load a network onto this VM's cores.
+
+        ``network`` is a networkx ``DiGraph``, a :class:`neurovm.mapper.Network`, a
+        :class:`~neurovm.mapper.MappedNetwork`, or the path of a ``.nvmap`` file.  If
+        anything fails (it does not fit, the file is bad, the chip refuses a word),
+        the VM's cores are scrubbed and it is left empty -- never half loaded.
+        """
+        from neurovm.mapper import MapError, MappedNetwork, map_network
+
+        self._check_alive()
+        cfg = self.chip.config
+        try:
+            if isinstance(network, (str, Path)):
+                network = MappedNetwork.load(network)
+            if isinstance(network, MappedNetwork):
+                mapped = network
+                if mapped.config != cfg:
+                    diff = [k for k, v in mapped.config.to_dict().items() if cfg.to_dict().get(k) != v]
+                    raise VMError(f"VM {self.name!r}: the network was mapped for another chip configuration "
+                                  f"({', '.join(f'{k}={getattr(mapped.config, k)} here {getattr(cfg, k)}' for k in diff)})")
+                if len(mapped.images) > len(self.pcores):
+                    raise VMError(f"VM {self.name!r}: the network needs {len(mapped.images)} cores, the VM has "
+                                  f"{len(self.pcores)}")
+                if not set(int(p) for p in mapped.pcore_of_vcore) <= set(self.pcores):
+                    mapped = _replace(mapped, self.pcores)
+            else:
+                mapped = map_network(network, cfg, free_cores=self.pcores, weight_exp=weight_exp)
+        except MapError as e:
+            raise VMError(f"VM {self.name!r}: {e}") from None
+        self._scrub()
+        try:
+            # vcores follow the placement; the VM's other cores stay mapped after them
+            placed = [int(p) for p in mapped.pcore_of_vcore]
+            order = placed + [p for p in self.pcores if p not in placed]
+            self._remap(order)
+            for vc, img in mapped.images.items():
+                self.chip.load_core(self.id, vc, img)
+        except (ChipError, ImageError) as e:
+            self._scrub()
+            self.mapped = None
+            raise VMError(f"VM {self.name!r}: loading failed and was rolled back: {e}") from None
+        self.mapped = mapped
+        return self
+
+    def _remap(self, order: list[int]) -> None:
+        """Make vcore i -> order[i] (unmap all first: a pcore can only have one owner)."""
+        for vc in range(len(self.pcores)):
+            self.chip.unmap(self.id, vc)
+        for vc, pc in enumerate(order):
+            self.chip.map(self.id, vc, pc)
+        self.pcores = list(order)
+
+    def _scrub(self) -> None:
+        """Zero every core of the VM (memories and counters), keeping the counts in the VM's telemetry."""
+        self._counter_base += self._core_counters().sum(axis=0)
+        for pc in self.pcores:
+            self.chip.reset(pc)
+
+    # ---- running --------------------------------------------------------------------------
+    def _injections(self, steps: int, inputs) -> dict[int, list]:
+        """``{step: [(vm, vcore, axon), ...]}`` for the input spike trains."""
+        if not inputs:
+            return {}
+        if self.mapped is None:
+            raise VMError(f"VM {self.name!r}: no network loaded, nothing to feed inputs to")
+        plan: dict[int, list] = {}
+        for key, trains in inputs.items():
+            try:
+                ids = self.mapped.neurons(key)
+            except KeyError as e:
+                raise VMError(f"VM {self.name!r}: input {key!r}: {e.args[0]}") from None
+            arr = np.asarray(trains)
+            if arr.dtype == bool or (arr.ndim == 2 and np.isin(arr, (0, 1)).all()):
+                if arr.ndim == 1 and ids.size == 1:
+                    arr = arr[:, None]
+                if arr.ndim != 2 or arr.shape[1] != ids.size or arr.shape[0] > steps:
+                    raise VMError(f"VM {self.name!r}: input {key!r} must be a (steps <= {steps}, {ids.size}) "
+                                  f"spike raster, not shape {arr.shape}")
+                t, j = np.nonzero(arr)
+            else:   # spike times of a single neuron
+                if ids.size != 1:
+                    raise VMError(f"VM {self.name!r}: input {key!r} names {ids.size} neurons; give a "
+                                  f"(steps, {ids.size}) boolean raster")
+                t = arr.astype(np.int64).ravel()
+                j = np.zeros(t.size, dtype=np.int64)
+                if t.size and (t.min() < 0 or t.max() >= steps):
+                    raise VMError(f"VM {self.name!r}: input {key!r} has spike times outside 0..{steps - 1}")
+            src, vcore, axon = self.mapped.fanout_of(ids)
+            for s, jj in zip(t.tolist(), j.tolist()):
+                sel = src == ids[jj]
+                plan.setdefault(s, []).extend((self.id, int(c), int(a)) for c, a in zip(vcore[sel], axon[sel]))
+        return plan
+
+    def run(self, steps: int, inputs: dict | None = None) -> SpikeTrains:
+        """Run the chip ``steps`` timesteps feeding this VM's inputs; return its spikes.
+
+        ``inputs`` maps a population name (or a neuron id) to a boolean raster
+        ``(steps, population size)`` -- or, for one neuron, a list of spike times.
+        A spike fed at step ``s`` reaches the targets as if the input neuron had
+        spiked at step ``s-1``: it is integrated at step ``s``.
+        Other VMs on the chip advance too (one clock); their spikes are not returned here.
+        """
+        self._check_alive()
+        if self.mapped is None:
+            raise VMError(f"VM {self.name!r}: no network loaded")
+        return self.chip.run(steps, {self: inputs or {}})[self]
+
+    def reset_state(self) -> None:
+        """Zero u, v, ref and acc of every neuron (the network stays loaded)."""
+        self._check_alive()
+        n = self.chip.config.neurons_per_core
+        for vc in range(len(self.pcores)):
+            for region in _STATE_REGIONS:
+                self.chip.write(self.id, vc, region, 0, np.zeros(n, dtype=np.int64))
+
+    def state(self) -> dict[str, np.ndarray]:
+        """u, v, ref and acc of every neuron of the loaded network, by global id."""
+        self._check_alive()
+        if self.mapped is None:
+            raise VMError(f"VM {self.name!r}: no network loaded")
+        out = {k: np.zeros(self.mapped.n, dtype=np.int64) for k in ("u", "v", "ref", "acc")}
+        for vc in self.mapped.images:
+            mine = np.flatnonzero(self.mapped.core_of == vc)
+            st = self.chip.read_state(self.id, vc, int(self.mapped.local[mine].max()) + 1)
+            for k in out:
+                out[k][mine] = st[k][self.mapped.local[mine]]
+        return out
+
+    # ---- telemetry ----------------------------------------------------------------------------
+    def _core_counters(self) -> np.ndarray:
+        return np.array([self.chip.counters(self.id, vc) for vc in range(len(self.pcores))], dtype=np.int64) \
+            .reshape(len(self.pcores), len(Counter))
+
+    def telemetry(self) -> dict:
+        """The VM's counters summed over its cores (and cores it gave back), and the energy estimate."""
+        from neurovm.emulator.energy import EnergyModel
+
+        self._check_alive()
+        c = self._counter_base + self._core_counters().sum(axis=0)
+        out = {name.lower(): int(c[i]) for i, name in enumerate(Counter.__members__)}
+        out["steps"] = self.steps_run
+        out["energy_pj"] = float(EnergyModel().energy_pj(c[:ARCH_COUNTERS + 1]))
+        return out
+
+    # ---- relocation and teardown ----------------------------------------------------------------
+    def relocate(self, vcore: int, pcore: int) -> None:
+        """Move ``vcore`` to the free physical core ``pcore``: copy all its memories (network and
+        state), point the MMU at the new core, scrub the old one.  Nothing is recompiled: fan-out
+        tables name virtual cores, so the network runs on unchanged."""
+        self._check_alive()
+        if not 0 <= vcore < len(self.pcores):
+            raise VMError(f"VM {self.name!r}: vcore {vcore} does not exist (it has {len(self.pcores)})")
+        if pcore not in self.chip.free_cores:
+            owner = next((v.name for v in self.chip.vms if pcore in v.pcores), None)
+            why = f"held by VM {owner!r}" if owner else f"not a core of this chip (0..{self.chip.config.num_cores - 1})"
+            raise VMError(f"VM {self.name!r}: cannot relocate vcore {vcore} to core {pcore}: it is {why}")
+        old = self.pcores[vcore]
+        cfg = self.chip.config
+        self.chip.reset(pcore)
+        for region in _CORE_REGIONS:
+            size = REGIONS[region].size(cfg)
+            words = self.chip.read(HV_VM, old, region, 0, size)
+            if words.any():
+                self.chip.write(HV_VM, pcore, region, 0, words.astype(np.int64))
+        self._counter_base += self.chip.counters(self.id, vcore)
+        self.chip.map(self.id, vcore, pcore)     # releases the old core's owner register
+        self.chip.reset(old)
+        self.pcores[vcore] = pcore
+        if self.mapped is not None and vcore < len(self.mapped.pcore_of_vcore):
+            self.mapped.pcore_of_vcore = self.mapped.pcore_of_vcore.copy()
+            self.mapped.pcore_of_vcore[vcore] = pcore
+
+    def destroy(self) -> None:
+        """Unmap and scrub every core of the VM and give them back to the chip."""
+        self._check_alive()
+        for vc, pc in enumerate(self.pcores):
+            self.chip.unmap(self.id, vc)
+            self.chip.reset(pc)
+        self._release()
+
+
+def _replace(mapped, pcores: list[int]):
+    """The same images placed onto ``pcores`` (traffic taken from the fan-out tables)."""
+    from dataclasses import replace
+
+    from neurovm.mapper import place
+
+    k = len(mapped.images)
+    traffic = np.zeros((k, k))
+    for q, img in mapped.images.items():
+        np.add.at(traffic, (q, np.asarray(img.fo_vcore, dtype=np.int64)), 1.0)
+    np.fill_diagonal(traffic, 0)
+    return replace(mapped, pcore_of_vcore=place(traffic, mapped.config, pcores))

@@ -11,7 +11,8 @@ from __future__ import annotations
 from .config import DEFAULT_CONFIG, ChipConfig
 
 __version__ = "0.1.0"
-__all__ = ["ChipConfig", "DEFAULT_CONFIG", "__version__", "open"]
+__all__ = ["ChipConfig", "DEFAULT_CONFIG", "__version__", "open", "convert_onnx", "convert_pytorch", "load_model",
+           "import_nir"]
 
 
 def open(backend: str = "emulator", config: ChipConfig | None = None, **options):  # noqa: A001 - the entry point
@@ -19,3 +20,31 @@ def open(backend: str = "emulator", config: ChipConfig | None = None, **options)
     from .host import open as _open
 
     return _open(backend, config, **options)
+
+
+def convert_onnx(model, calibration, config: ChipConfig | None = None, **kw):
+    """Convert an ONNX ReLU network to a rate-coded SNN; see :func:`neurovm.host.model.convert_onnx`."""
+    from .host.model import convert_onnx as _convert
+
+    return _convert(model, calibration, config or DEFAULT_CONFIG, **kw)
+
+
+def convert_pytorch(module, example_input, calibration, config: ChipConfig | None = None, **kw):
+    """Convert a PyTorch ReLU network (through ONNX); see :func:`neurovm.host.model.convert_pytorch`."""
+    from .host.model import convert_pytorch as _convert
+
+    return _convert(module, example_input, calibration, config or DEFAULT_CONFIG, **kw)
+
+
+def load_model(path):
+    """Read a ``.nvm`` model file; see :class:`neurovm.host.model.SnnModel`."""
+    from .host.model import load_model as _load
+
+    return _load(path)
+
+
+def import_nir(graph, dt: float = 1e-3, config: ChipConfig | None = None):
+    """Import a NIR graph as a chip network; see :func:`neurovm.host.nir_import.import_nir`."""
+    from .host.nir_import import import_nir as _import
+
+    return _import(graph, dt, config or DEFAULT_CONFIG)

@@ -154,19 +154,19 @@ class SnnModel:
         return rate_code(x / self.input_scale, steps or self.steps)
 
     def predict(self, x, chip=None, backend: str = "emulator", steps: int | None = None, name: str = "model",
-                return_scores: bool = False, progress: bool | None = None):
+                return_scores: bool = False, progress=None):
         """Class predictions (argmax of output spike counts) for samples ``x`` of shape ``(n, inputs)``.
 
         Runs on ``chip`` (an open :class:`~neurovm.host.Chip`: the model gets a VM of its own
-        there and leaves with it) or on a fresh chip of ``backend``.  ``progress``
-        (default: when stderr is a terminal and there are over 20 samples) prints a
-        progress line.
+        there and leaves with it) or on a fresh chip of ``backend``.  ``progress``: True
+        prints a progress line to stderr, a callable gets ``(done, total)``; the default
+        prints when stderr is a terminal and there are over 20 samples.
         """
         import neurovm
 
         x = np.asarray(x, dtype=np.float64)
-        if x.ndim == 1:
-            x = x[None, :]
+        if x.ndim == 1 and x.size == self.sizes[0]:
+            x = x[None, :]   # one sample
         if x.ndim != 2 or x.shape[1] != self.sizes[0]:
             raise ModelError(f"inputs must have shape (samples, {self.sizes[0]}), not {x.shape}")
         steps = steps or self.steps
@@ -188,20 +188,24 @@ class SnnModel:
         out_ids = mapped.populations["output"]
         th = int(self.vth_mant[-1]) * 64
         scores = np.zeros((x.shape[0], out_ids.size))
-        show = progress if progress is not None else (sys.stderr.isatty() and x.shape[0] > 20)
-        t0 = time.perf_counter()
+        if progress is None:
+            progress = sys.stderr.isatty() and x.shape[0] > 20
+        if progress is True:
+            t0 = time.perf_counter()
+
+            def progress(done, total):
+                rate = done / max(time.perf_counter() - t0, 1e-9)
+                print(f"\rpredict: {done}/{total} samples, {rate:.1f}/s", end="" if done < total else "\n",
+                      file=sys.stderr, flush=True)
         try:
             for i, sample in enumerate(x):
                 vm.reset_state()
                 res = vm.run(steps, {"input": self.encode(sample, steps)})
                 v = vm.state()["v"][out_ids]
                 scores[i] = res.counts()[out_ids] + v / (th + 1)
-                if show and (i + 1) % 10 == 0 or show and i + 1 == x.shape[0]:
-                    rate = (i + 1) / (time.perf_counter() - t0)
-                    print(f"\rpredict: {i + 1}/{x.shape[0]} samples, {rate:.1f}/s", end="", file=sys.stderr)
+                if progress and ((i + 1) % 10 == 0 or i + 1 == x.shape[0]):
+                    progress(i + 1, x.shape[0])
         finally:
-            if show:
-                print(file=sys.stderr)
             vm.destroy()
         pred = scores.argmax(axis=1)
         return (pred, scores) if return_scores else pred

@@ -18,6 +18,7 @@ import numpy as np
 
 from neurovm.config import DEFAULT_CONFIG, HV_VM, ChipConfig
 from neurovm.formats import (
+    command_length,
     COMMAND_FORMATS,
     FANOUT_SOURCE,
     MMU_ENTRY,
@@ -367,12 +368,7 @@ class Chip:
             self._error(ErrorCode.UNKNOWN_OPCODE, hdr, index)
             return True
         op = Opcode(op)
-        if op == Opcode.WRITE:
-            length = 2 + (hdr & 0xFFF)
-        elif op in (Opcode.READ, Opcode.MMU_MAP):
-            length = 2
-        else:
-            length = 1
+        length = command_length(hdr)
         if len(buf) - pos < length:
             return False
         words = buf[pos : pos + length]

@@ -12,36 +12,53 @@ from .runtime import VM, Chip, SpikeTrains, VMError
 __all__ = ["Backend", "EmulatorBackend", "CheckedBackend", "CosimMismatch", "ChipClient", "ChipError",
            "RunResult", "Chip", "VM", "VMError", "SpikeTrains", "open"]
 
-BACKENDS = ("emulator", "verilator")
+BACKENDS = ("emulator", "verilator", "fpga:PORT")
 
 
 def open(backend: str = "emulator", config=None, check: bool = False, waves: str | None = None,
-         quiet: bool = True) -> Chip:  # noqa: A001 - mirrors neurovm.open
+         quiet: bool = True, **serial_options) -> Chip:  # noqa: A001 - mirrors neurovm.open
     """Open a chip.
 
     Parameters
     ----------
-    backend : {"emulator", "verilator"}
-        The golden numpy emulator, or the cycle-accurate Verilator model of the
-        HDL (built on first use, cached under build/sim/).
+    backend : {"emulator", "verilator", "fpga:PORT"}
+        The golden numpy emulator; the cycle-accurate Verilator model of the HDL
+        (built on first use, cached under build/sim/); or an FPGA running a NeuroVM
+        bitstream behind the UART bridge on serial port ``PORT`` (a device path or a
+        pyserial URL).
     config : ChipConfig, optional
+        For ``fpga:`` the configuration the bitstream was built with; default: that
+        of ``board=`` (see ``neurovm.fpga.BOARDS``), else the default configuration.
     check : bool
         Also run everything on the emulator and raise :class:`CosimMismatch`
         at the first output word that differs.
     waves : str, optional
-        Verilator only: write an FST waveform to this path.
+        Verilator only: write a VCD waveform to this path.
+    serial_options
+        ``fpga:`` only: ``board``, ``baud``, ``window``, ``timeout`` (see
+        :class:`~neurovm.host.serial_backend.SerialBackend`).
     """
     from neurovm.config import DEFAULT_CONFIG
 
-    config = config or DEFAULT_CONFIG
-    if backend == "emulator":
-        b = EmulatorBackend(config)
+    if backend.startswith("fpga:"):
+        from .serial_backend import SerialBackend
+
+        board = serial_options.pop("board", None)
+        if config is None and board is not None:
+            from neurovm.fpga import board_spec
+
+            config = board_spec(board).config
+        b = SerialBackend(backend[len("fpga:"):], config or DEFAULT_CONFIG, **serial_options)
+    elif serial_options:
+        raise TypeError(f"{', '.join(serial_options)}: options of the fpga: backend only")
+    elif backend == "emulator":
+        b = EmulatorBackend(config or DEFAULT_CONFIG)
     elif backend == "verilator":
         from .verilator import VerilatorBackend
 
-        b = VerilatorBackend(config, trace=waves, quiet=quiet)
+        b = VerilatorBackend(config or DEFAULT_CONFIG, trace=waves, quiet=quiet)
     else:
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
     if check:
-        b = CheckedBackend(b, EmulatorBackend(config))
+        b = CheckedBackend(b, EmulatorBackend(b.config))
     return Chip(b)

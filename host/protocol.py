@@ -27,11 +27,12 @@ from neurovm.formats import (
     OutType,
     Perm,
     Region,
+    command_length,
 )
 
 __all__ = [
     "encode_write", "encode_read", "encode_inject", "encode_run", "encode_mmu_map",
-    "encode_read_counters", "encode_reset", "encode_sync", "encode_nop", "resync_words",
+    "encode_read_counters", "encode_reset", "encode_sync", "command_starts", "encode_nop", "resync_words",
     "ReadData", "Spike", "StepEnd", "Fault", "CountersMsg", "SyncAck", "ErrorMsg",
     "decode_output", "decode_spikes", "split_messages", "ProtocolError", "MAX_BURST",
 ]
@@ -102,6 +103,16 @@ def encode_reset(pcore: int | None = None, vm: int = HV_VM) -> list[int]:
     if pcore is None:
         return [_cmd(Opcode.RESET, vm=vm, scope=0, pcore=0)]
     return [_cmd(Opcode.RESET, vm=vm, scope=1, pcore=pcore)]
+
+
+def command_starts(words) -> np.ndarray:
+    """Positions of the command headers in a word stream (framing by §8.1 lengths)."""
+    words = np.asarray(words, dtype=np.int64).ravel()
+    starts, pos = [], 0
+    while pos < words.size:
+        starts.append(pos)
+        pos += command_length(int(words[pos]))
+    return np.array(starts, dtype=np.int64)
 
 
 def encode_sync(tag: int) -> list[int]:

@@ -35,6 +35,7 @@ from .config import (
 )
 
 __all__ = [
+    "command_length",
     "Field", "WordFormat", "Opcode", "OutType", "ErrorCode", "FaultCause", "Perm",
     "Region", "RegionSpec", "REGIONS", "COMMAND_FORMATS", "OUTPUT_FORMATS",
     "MMU_ENTRY", "Counter", "NUM_COUNTERS", "ARCH_COUNTERS",
@@ -153,6 +154,15 @@ class Opcode(enum.IntEnum):
     READ_COUNTERS = 0x6
     RESET = 0x7
     SYNC = 0x8
+
+
+def command_length(header: int) -> int:
+    """Words in the command that starts with ``header`` (§8.1): WRITE ``2 + count``,
+    READ and MMU_MAP 2, everything else (unknown opcodes included) 1."""
+    op = (header >> 28) & 0xF
+    if op == Opcode.WRITE:
+        return 2 + (header & 0xFFF)
+    return 2 if op in (Opcode.READ, Opcode.MMU_MAP) else 1
 
 
 _OP = Field("op", 28, 4)

@@ -22,7 +22,7 @@ from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["UartRx", "UartTx", "UartBridge"]
+__all__ = ["UartRx", "UartTx", "UartBridge", "UartChip"]
 
 
 def _check_divisor(divisor: int):
@@ -218,4 +218,35 @@ class UartBridge(wiring.Component):
             m.d.sync += [out_word.eq(self.out.payload), left.eq(4)]
         with m.If(utx.data.valid & utx.data.ready):
             m.d.sync += [out_word.eq(out_word >> 8), left.eq(left - 1)]
+        return m
+
+
+class UartChip(wiring.Component):
+    """:class:`~neurovm.hdl.chip.NeuroChip` behind a :class:`UartBridge`: the logic of an FPGA build
+    (the board top only adds pins and LEDs), and the top the bridge tests simulate.
+
+    Attributes
+    ----------
+    rx : In(1, init 1), tx : Out(1, init 1)
+        The serial line.
+    idle : Out(1)
+        The chip has nothing to do.
+    timestep : Out(32)
+        The chip's timestep counter.
+    """
+
+    def __init__(self, config, divisor: int, fifo_depth: int = 512):
+        self.config, self.divisor, self.fifo_depth = config, divisor, fifo_depth
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "idle": Out(1), "timestep": Out(32)})
+
+    def elaborate(self, platform):
+        from .chip import NeuroChip
+
+        m = Module()
+        m.submodules.chip = chip = NeuroChip(self.config)
+        m.submodules.bridge = bridge = UartBridge(self.divisor, self.fifo_depth)
+        wiring.connect(m, bridge.cmd, chip.cmd)
+        wiring.connect(m, chip.out, bridge.out)
+        m.d.comb += [bridge.rx.eq(self.rx), self.tx.eq(bridge.tx), self.idle.eq(chip.idle),
+                     self.timestep.eq(chip.timestep)]
         return m

@@ -1,0 +1,54 @@
+"""The boards NeuroVM builds for, and the chip configuration each one carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from neurovm.config import ChipConfig
+
+__all__ = ["BoardSpec", "BOARDS", "board_spec"]
+
+
+@dataclass(frozen=True)
+class BoardSpec:
+    """A board: its amaranth-boards platform, the chip configuration that fits, the UART rate."""
+
+    name: str
+    platform: str          # "module:Class" in amaranth_boards
+    config: ChipConfig
+    baud: int = 115200
+    fifo_depth: int = 512  # command words the UART bridge buffers (the host window stays below it)
+    flash_tools: tuple = ("openFPGALoader",)
+    synth_opts: str = ""   # extra options for yosys's synth_<family>
+    description: str = ""
+
+    def make_platform(self):
+        import importlib
+
+        module, cls = self.platform.split(":")
+        return getattr(importlib.import_module(module), cls)()
+
+
+BOARDS: dict[str, BoardSpec] = {
+    # iCE40 UP5K: 5,280 LUTs, 30 x 4 kbit block RAM, 8 DSPs.  One small core.
+    "icebreaker": BoardSpec(
+        "icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform",
+        ChipConfig(mesh_width=1, mesh_height=1, neurons_per_core=64, synapses_per_core=1024, axons_per_core=128,
+                   fanout_per_core=128, max_vms=2, vcores_per_vm=1),
+        fifo_depth=256, flash_tools=("openFPGALoader", "iceprog"), synth_opts="-dsp",
+        description="iCEBreaker (Lattice iCE40 UP5K, 12 MHz)"),
+    # ECP5 LFE5U-85F: 83,640 LUTs, 208 x 18 kbit block RAM, 156 DSPs.  A 2x2 mesh of default-size cores.
+    "ulx3s": BoardSpec(
+        "ulx3s", "amaranth_boards.ulx3s:ULX3S_85F_Platform",
+        ChipConfig(mesh_width=2, mesh_height=2, neurons_per_core=256, synapses_per_core=8192, axons_per_core=512,
+                   fanout_per_core=512, max_vms=4, vcores_per_vm=4),
+        description="ULX3S 85F (Lattice ECP5 LFE5U-85F, 25 MHz)"),
+}
+
+
+def board_spec(name: str) -> BoardSpec:
+    """The :class:`BoardSpec` called ``name``; ValueError listing the known boards otherwise."""
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise ValueError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}") from None

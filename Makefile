@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: sim test test-slow bench venv clean
+.PHONY: sim test test-slow test-fpga fpga bench accuracy venv clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,21 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# FPGA bitstreams (yowasp yosys/nextpnr from PyPI; several minutes each): make fpga BOARD=icebreaker|ulx3s
+BOARD ?= icebreaker
+fpga: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[fpga]'
+	$(PY) -m neurovm.cli fpga build --board $(BOARD)
+
+# both bitstreams built and checked (fit, timing) -- not part of `make test`
+test-fpga: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[fpga]'
+	$(PY) -m pytest -q -m fpga
+
+# the digits accuracy table and plot (docs/accuracy.md)
+accuracy: $(STAMP)
+	$(PY) benchmarks/digits_accuracy.py
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'

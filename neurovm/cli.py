@@ -7,6 +7,7 @@
     neurovm run NET.nvmap|NET.nir --steps N [--rate P] [--raster out.png]
     neurovm map MODEL.nvm|NET.nir|NET.nvmap [-o NET.nvmap]
     neurovm vms MODEL.nvm [MODEL2.nvm ...] --input X.npy    tenants side by side: status and telemetry
+    neurovm fpga boards | build --board icebreaker|ulx3s | flash --board B
 
 Every error is one line naming what is wrong; the exit status is 2 for bad
 input, 1 for a failed check.
@@ -25,6 +26,13 @@ import numpy as np
 from . import __version__
 
 BACKENDS = ["emulator", "verilator"]
+
+
+def _backend(value: str) -> str:
+    """argparse type of --backend: emulator, verilator or fpga:PORT."""
+    if value in BACKENDS or (value.startswith("fpga:") and len(value) > 5):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: expected emulator, verilator or fpga:PORT (e.g. fpga:/dev/ttyUSB1)")
 
 
 class CliError(Exception):
@@ -214,6 +222,26 @@ def cmd_vms(args) -> int:
     return 0
 
 
+def cmd_fpga(args) -> int:
+    from .fpga import BOARDS, build, flash
+
+    if args.fpga_command == "boards":
+        for name, spec in BOARDS.items():
+            c = spec.config
+            print(f"{name:11s} {spec.description}: {c.mesh_width}x{c.mesh_height} cores x {c.neurons_per_core} "
+                  f"neurons, {c.synapses_per_core} synapses per core, UART {spec.baud} baud")
+        return 0
+    if args.fpga_command == "build":
+        print(f"building the {args.board} bitstream with yowasp yosys/nextpnr (several minutes; the first call "
+              "also compiles the WebAssembly tools) ...", file=sys.stderr)
+        report = build(args.board, args.out, verbose=args.verbose)
+        print(report.summary())
+        return 0
+    flash(args.board, args.bitstream, args.tool)
+    print(f"{args.board}: programmed")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="neurovm", description="NeuroVM neuromorphic chip toolkit")
     parser.add_argument("--version", action="version", version=f"neurovm {__version__}")
@@ -236,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="run a model (.nvm) on inputs, or a network (.nvmap/.nir) for N steps")
     run.add_argument("network", help="MODEL.nvm, NET.nvmap or NET.nir")
-    run.add_argument("--backend", default="emulator", choices=BACKENDS)
+    run.add_argument("--backend", default="emulator", type=_backend, help="emulator, verilator or fpga:PORT")
     run.add_argument("--input", metavar="X.npy", help="model inputs, samples x inputs")
     run.add_argument("--labels", metavar="Y.npy", help="labels: print the accuracy")
     run.add_argument("--samples", type=int, help="only the first N samples")
@@ -256,28 +284,42 @@ def main(argv: list[str] | None = None) -> int:
     vms = sub.add_parser("vms", help="load several models as tenant VMs on one chip, run them together, "
                                      "print each tenant's status and telemetry")
     vms.add_argument("models", nargs="+", metavar="MODEL.nvm")
-    vms.add_argument("--backend", default="emulator", choices=BACKENDS)
+    vms.add_argument("--backend", default="emulator", type=_backend, help="emulator, verilator or fpga:PORT")
     vms.add_argument("--input", metavar="X.npy", help="inputs fed to every model")
     vms.add_argument("--samples", type=int, default=1)
     vms.add_argument("-q", "--quiet", action="store_true")
+
+    fpga = sub.add_parser("fpga", help="FPGA bitstreams: boards, build, flash")
+    fsub = fpga.add_subparsers(dest="fpga_command", required=True)
+    fsub.add_parser("boards", help="the supported boards and their chip configurations")
+    fb = fsub.add_parser("build", help="build the bitstream and print LUTs, block RAM, Fmax")
+    fb.add_argument("--board", required=True, choices=["icebreaker", "ulx3s"])
+    fb.add_argument("--out", help="build directory (default build/fpga/BOARD)")
+    fb.add_argument("-v", "--verbose", action="store_true", help="show the toolchain's output")
+    ff = fsub.add_parser("flash", help="program the board (openFPGALoader or iceprog)")
+    ff.add_argument("--board", required=True, choices=["icebreaker", "ulx3s"])
+    ff.add_argument("--bitstream", help="default: the last build of this board")
+    ff.add_argument("--tool", help="the programmer to run (default: openFPGALoader, then iceprog)")
 
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
 
         return run_demo(backend=args.backend, steps=args.steps, seed=args.seed, check=args.check, waves=args.waves)
-    handlers = {"convert": cmd_convert, "run": cmd_run, "map": cmd_map, "vms": cmd_vms}
+    handlers = {"convert": cmd_convert, "run": cmd_run, "map": cmd_map, "vms": cmd_vms, "fpga": cmd_fpga}
     if args.command not in handlers:
         parser.print_help()
         return 0
+    from .fpga import FpgaError
     from .host import VMError
     from .host.model import ModelError
+    from .host.serial_backend import BridgeError
     from .host.nir_import import NirError
     from .mapper import MapError
 
     try:
         return handlers[args.command](args)
-    except (CliError, ModelError, NirError, MapError, VMError) as e:
+    except (CliError, ModelError, NirError, MapError, VMError, FpgaError, BridgeError) as e:
         print(f"neurovm {args.command}: error: {e}", file=sys.stderr)
         return 2
 

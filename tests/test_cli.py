@@ -66,3 +66,31 @@ def test_errors_are_one_line_with_exit_status_2(files, capsys, argv, message):
     assert main([a.format(d=files) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message.format(d=files) in err
+
+
+def test_fpga_commands_name_what_is_missing(tmp_path, capsys, monkeypatch):
+    assert main(["fpga", "boards"]) == 0
+    out = capsys.readouterr().out
+    assert "icebreaker" in out and "ulx3s" in out
+    # no bitstream yet
+    monkeypatch.setattr("neurovm.fpga.flow.ROOT", tmp_path)
+    assert main(["fpga", "flash", "--board", "ulx3s"]) == 2
+    assert "no bitstream for ulx3s; run `neurovm fpga build --board ulx3s` first" in capsys.readouterr().err
+    bit = tmp_path / "x.bit"
+    bit.write_bytes(b"\xff" * 16)
+    # no programmer on PATH
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.delenv("OPENFPGALOADER", raising=False)
+    assert main(["fpga", "flash", "--board", "ulx3s", "--bitstream", str(bit)]) == 2
+    assert "no flashing tool found (looked for openFPGALoader on PATH)" in capsys.readouterr().err
+    # a programmer that finds no board
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    fake = tools / "openFPGALoader"
+    fake.write_text("#!/bin/sh\necho 'unable to open ftdi device: -3 (device not found)' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tools))
+    assert main(["fpga", "flash", "--board", "ulx3s", "--bitstream", str(bit)]) == 2
+    err = capsys.readouterr().err
+    assert "openFPGALoader could not program the ULX3S 85F" in err and "device not found" in err
+    assert "is the board connected?" in err

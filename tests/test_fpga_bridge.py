@@ -28,3 +28,18 @@ def test_board_tops_prepare_for_the_toolchain(board):
     assert "uart_0__rx" in constraints and "uart_0__tx" in constraints
     netlist = plan.files["neurovm.il"]
     assert "uart_chip" in netlist and "bridge" in netlist
+
+
+@pytest.mark.fpga
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_bitstream_builds_fits_and_meets_the_board_clock(board, tmp_path):
+    """The real toolchain run (minutes; `make test-fpga`): a bitstream, within the device, timing met."""
+    from pathlib import Path
+
+    from neurovm.fpga import build
+
+    report = build(board, tmp_path / board)
+    assert Path(report.bitstream).stat().st_size > 10_000
+    for bel, u in report.utilization.items():
+        assert u["used"] <= u["available"], bel
+    assert report.fmax_mhz is not None and report.fmax_mhz >= report.clock_mhz

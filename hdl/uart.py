@@ -25,8 +25,9 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["UartRx", "UartTx", "UartBridge", "UartChip"]
 
 
-def _check_divisor(divisor: int):
+def _check_divisor(component, divisor: int):
     if not isinstance(divisor, int) or divisor < 4:
+        component._MustUse__used = True   # refused, not forgotten: no UnusedElaboratable warning
         raise ValueError(f"divisor must be an integer >= 4 clocks per bit, not {divisor!r}")
 
 
@@ -49,7 +50,7 @@ class UartRx(wiring.Component):
     """
 
     def __init__(self, divisor: int):
-        _check_divisor(divisor)
+        _check_divisor(self, divisor)
         self.divisor = divisor
         super().__init__({
             "rx": In(1, init=1),
@@ -126,7 +127,7 @@ class UartTx(wiring.Component):
     """
 
     def __init__(self, divisor: int):
-        _check_divisor(divisor)
+        _check_divisor(self, divisor)
         self.divisor = divisor
         super().__init__({"data": In(stream.Signature(8)), "tx": Out(1, init=1)})
 
@@ -176,8 +177,9 @@ class UartBridge(wiring.Component):
     """
 
     def __init__(self, divisor: int, fifo_depth: int = 512, gap_bits: int = 40):
-        _check_divisor(divisor)
+        _check_divisor(self, divisor)
         if not 2 <= gap_bits <= 255:
+            self._MustUse__used = True
             raise ValueError(f"gap_bits must be 2..255, not {gap_bits}")
         self.divisor, self.fifo_depth, self.gap_bits = divisor, fifo_depth, gap_bits
         super().__init__({

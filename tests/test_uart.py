@@ -115,7 +115,6 @@ def test_pause_realigns_after_a_lost_byte_and_errors_are_counted():
     assert seen["framing"] == 1
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_divisor_is_checked():
     with pytest.raises(ValueError, match="divisor must be an integer >= 4 clocks per bit, not 2"):
         UartBridge(2)

@@ -30,7 +30,6 @@ membrane voltage.
 from __future__ import annotations
 
 import io
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from neurovm.config import DEFAULT_CONFIG, ChipConfig
+from neurovm.npzfile import load_npz, save_npz
 
 __all__ = ["ModelError", "SnnModel", "convert_onnx", "convert_pytorch", "load_model", "rate_code",
            "MODEL_FORMAT", "MODEL_VERSION"]
@@ -246,26 +246,13 @@ class SnnModel:
             arrays[f"weight{l}"] = np.asarray(self.weights[l], dtype=np.int16)
             arrays[f"bias_mant{l}"] = np.asarray(self.bias_mant[l], dtype=np.int16)
             arrays[f"bias_exp{l}"] = np.asarray(self.bias_exp[l], dtype=np.int8)
-        with open(path, "wb") as fh:
-            np.savez_compressed(fh, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+        save_npz(path, header, arrays)
 
     @classmethod
     def load(cls, path) -> "SnnModel":
         """Read a ``.nvm`` file; everything is re-checked, and a bad file is named with what is wrong."""
         path = Path(path)
-        try:
-            z = np.load(path, allow_pickle=False)
-            header = json.loads(bytes(z["header"]).decode())
-        except FileNotFoundError:
-            raise ModelError(f"{path}: no such file") from None
-        except Exception as e:   # noqa: BLE001 - corrupt, truncated, not npz: one clear message
-            raise ModelError(f"{path}: not a readable NeuroVM model file ({type(e).__name__}: {e})") from None
-        if not isinstance(header, dict) or header.get("format") != MODEL_FORMAT:
-            raise ModelError(f"{path}: format {header.get('format') if isinstance(header, dict) else None!r} "
-                             f"is not {MODEL_FORMAT!r}")
-        if header.get("version") != MODEL_VERSION:
-            raise ModelError(f"{path}: model format version {header.get('version')} is not supported "
-                             f"(this is version {MODEL_VERSION})")
+        header, z = load_npz(path, MODEL_FORMAT, MODEL_VERSION, "NeuroVM model file", ModelError)
         try:
             n = int(header["layers"])
             missing = [f"{k}{l}" for l in range(n) for k in ("weight", "bias_mant", "bias_exp")

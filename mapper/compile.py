@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 
 from neurovm.config import ChipConfig
 from neurovm.image import CoreImage
+from neurovm.npzfile import load_npz, save_npz
 
 from .network import LIF_FIELDS, NetArrays
 from .partition import LIMITS, MapError, packet_volume, resource_use
@@ -183,23 +183,13 @@ class MappedNetwork:
                             for q, img in self.images.items()},
                   "report": self.report,
                   "populations": {k: [int(v) for v in ids] for k, ids in self.populations.items()}}
-        with open(path, "wb") as fh:
-            np.savez_compressed(fh, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+        save_npz(path, header, arrays)
 
     @classmethod
     def load(cls, path) -> "MappedNetwork":
         """Read a file written by :meth:`save`; every image is re-checked against the chip's rules."""
         path = Path(path)
-        try:
-            z = np.load(path, allow_pickle=False)
-            header = json.loads(bytes(z["header"]).decode())
-        except Exception as e:   # noqa: BLE001 - any unreadable file gets the same clear message
-            raise MapError(f"{path}: not a readable mapped-network file ({e})") from None
-        if header.get("format") != FORMAT:
-            raise MapError(f"{path}: format {header.get('format')!r} is not {FORMAT!r}")
-        if header.get("version") != FORMAT_VERSION:
-            raise MapError(f"{path}: format version {header.get('version')} is not supported (this is version "
-                           f"{FORMAT_VERSION})")
+        header, z = load_npz(path, FORMAT, FORMAT_VERSION, "mapped-network file", MapError)
         cfg = ChipConfig.from_dict(header["config"])
         images = {}
         try:

@@ -126,7 +126,7 @@ def test_vms_refuse_politely_and_leave_nothing_behind():
         a.run(3, {"in": np.zeros((3, 5), dtype=bool)})
     with pytest.raises(VMError, match="cannot relocate vcore 0 to core 9: it is not a core of this chip"):
         a.relocate(0, 9)
-    b = chip.create_vm("b", cores=1)
+    assert chip.create_vm("b", cores=1).pcores == [3]
     with pytest.raises(VMError, match="cannot relocate vcore 0 to core 3: it is held by VM 'b'"):
         a.relocate(0, 3)
     a.destroy()

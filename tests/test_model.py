@@ -133,3 +133,26 @@ def test_rate_code_spreads_round_x_times_steps_spikes():
     assert np.array_equal(r.sum(axis=0), np.floor(np.clip(x, 0, 1) * 50 + 0.5))
     gaps = np.diff(np.flatnonzero(r[:, 2]))
     assert set(gaps.tolist()) == {2}
+
+
+def test_convert_pytorch_exports_through_onnx_or_says_what_is_missing(digits):
+    """With PyTorch installed, a torch MLP with the digits weights converts to the same model as
+    its ONNX twin; without it (the default install), the error says what to install."""
+    import importlib.util
+
+    _, data, _, _ = digits
+    if importlib.util.find_spec("torch") is None:
+        with pytest.raises(ModelError, match=r"convert_pytorch needs PyTorch \(pip install torch\)"):
+            neurovm.convert_pytorch(object(), None, data.x_train[:50])
+        return
+    import torch
+
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.normal(0, 0.1, (16, 64)), rng.normal(0, 0.3, (10, 16))
+    net = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor(w1)), net[0].bias.zero_(), net[2].weight.copy_(torch.tensor(w2))
+        net[2].bias.zero_()
+    m_torch = neurovm.convert_pytorch(net.float(), torch.zeros(1, 64), data.x_train[:200])
+    m_onnx = convert_onnx(mlp_to_onnx([w1.T, w2.T], [np.zeros(16), np.zeros(10)], 64), data.x_train[:200])
+    assert all(np.array_equal(a, b) for a, b in zip(m_torch.weights, m_onnx.weights))

@@ -13,6 +13,8 @@ from neurovm.hdl.router import MeshNoC
 from neurovm.hdl.chip import ChipPins
 from neurovm.hdl.mmu import VirtMMU
 from neurovm.hdl.toolchain import export_verilog, verilator_env
+from neurovm.hdl.uart import UartChip
+from neurovm.fpga import BOARDS
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIVERS = ROOT / "hdl" / "lint.vlt"
@@ -28,6 +30,8 @@ BLOCKS = {
     "chip_pins-default": (ChipPins, ChipConfig()),
     "chip_pins-1x1": (ChipPins, ChipConfig(mesh_width=1, mesh_height=1, max_vms=1, vcores_per_vm=1)),
     "chip_pins-sim": (lambda cfg: ChipPins(cfg, reset_less=True), ChipConfig()),   # what sim/ verilates
+    # what the FPGA builds carry (neurovm.fpga.BOARDS), clock/baud as on the iCEBreaker
+    "uart_chip-icebreaker": (lambda cfg: UartChip(cfg, divisor=104, fifo_depth=256), BOARDS["icebreaker"].config),
 }
 
 

@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 
-def map_network(network, config: ChipConfig = DEFAULT_CONFIG, free_cores=None, weight_exp: int = 0) -> MappedNetwork:
+def map_network(network, config: ChipConfig = DEFAULT_CONFIG, free_cores=None, weight_exp: int = 0,
+                time_budget: float = 4.0, starts: int = 1) -> MappedNetwork:
     """Compile ``network`` for one tenant.
 
     Parameters
@@ -44,6 +45,11 @@ def map_network(network, config: ChipConfig = DEFAULT_CONFIG, free_cores=None, w
         among them, so tenants mapped onto disjoint free sets never share a core.
     weight_exp : int
         The cores' weight exponent (synaptic input = weight * 2^(6 + weight_exp)).
+    time_budget : float
+        Seconds of local search on the packet volume (see :func:`partition`).
+    starts : int
+        Spectral bisections tried (networks up to 20,000 neurons); more starts, better
+        blocks on sheets, about 0.25 ms per neuron each.
     """
     if isinstance(network, nx.DiGraph):
         net = graph_arrays(network)
@@ -55,7 +61,7 @@ def map_network(network, config: ChipConfig = DEFAULT_CONFIG, free_cores=None, w
         raise TypeError(f"map_network takes a networkx.DiGraph or a Network, not {type(network).__name__}")
     free = list(range(config.num_cores)) if free_cores is None else [int(p) for p in free_cores]
     limit = min(len(free), config.vcores_per_vm)
-    core_of = partition(net, config, limit)
+    core_of = partition(net, config, limit, time_budget=time_budget, starts=starts)
     k = int(core_of.max()) + 1 if net.n else 0
     images = compile_images(net, core_of, config, weight_exp)
     traffic = np.zeros((k, k))

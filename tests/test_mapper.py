@@ -203,3 +203,24 @@ def test_bisection_gives_balanced_compact_blocks_on_a_sheet(parts):
     blocks = np.cumsum(breaks) - 1
     rows = packet_volume(net, contiguous_partition(net, cfg, 16))
     assert packet_volume(net, blocks[inv]) < rows if parts > 2 else packet_volume(net, blocks[inv]) == rows
+
+
+def test_multi_start_bisection_keeps_the_best_start_and_every_limit():
+    """With starts=3 the kept bisection is the one whose blocks cut the fewest packets."""
+    from neurovm.mapper import packet_volume
+    from neurovm.mapper.partition import bisection_order
+
+    g = nx.convert_node_labels_to_integers(nx.grid_2d_graph(30, 30).to_directed(), ordering="sorted")
+    net = graph_arrays(g)
+    cfg = ChipConfig(mesh_width=3, mesh_height=3, neurons_per_core=100, vcores_per_vm=9)
+    vols = []
+    for seed in range(3):
+        order, breaks = bisection_order(net, 9, seed)
+        inv = np.empty(net.n, dtype=np.int64)
+        inv[order] = np.arange(net.n)
+        vols.append(packet_volume(net, (np.cumsum(breaks) - 1)[inv]))
+    m = map_network(g, cfg, starts=3, time_budget=0.0)
+    use = resource_use(net, m.core_of)
+    for name, attr in LIMITS:
+        assert use[name].max() <= getattr(cfg, attr), name
+    assert packet_volume(net, m.core_of) <= min(vols)

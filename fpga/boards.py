@@ -40,8 +40,8 @@ BOARDS: dict[str, BoardSpec] = {
     # ECP5 LFE5U-85F: 83,640 LUTs, 208 x 18 kbit block RAM, 156 DSPs.  A 2x2 mesh of default-size cores.
     "ulx3s": BoardSpec(
         "ulx3s", "amaranth_boards.ulx3s:ULX3S_85F_Platform",
-        ChipConfig(mesh_width=2, mesh_height=2, neurons_per_core=256, synapses_per_core=8192, axons_per_core=512,
-                   fanout_per_core=512, max_vms=4, vcores_per_vm=4),
+        ChipConfig(mesh_width=3, mesh_height=3, neurons_per_core=256, synapses_per_core=8192, axons_per_core=512,
+                   fanout_per_core=512, max_vms=4, vcores_per_vm=9),
         description="ULX3S 85F (Lattice ECP5 LFE5U-85F, 25 MHz)"),
 }
 

@@ -12,6 +12,6 @@ then runs the same workloads as the emulator and the Verilator model.
 """
 
 from .boards import BOARDS, BoardSpec, board_spec
-from .flow import BuildReport, FpgaError, FpgaTop, build, flash
+from .flow import BuildProgress, BuildReport, FpgaError, FpgaTop, build, flash
 
-__all__ = ["BOARDS", "BoardSpec", "board_spec", "FpgaTop", "build", "flash", "BuildReport", "FpgaError"]
+__all__ = ["BOARDS", "BoardSpec", "board_spec", "FpgaTop", "build", "flash", "BuildReport", "BuildProgress", "FpgaError"]

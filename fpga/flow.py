@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from neurovm.hdl.uart import UartChip
 
 from .boards import BoardSpec, board_spec
 
-__all__ = ["FpgaTop", "build", "flash", "BuildReport", "FpgaError", "toolchain_env"]
+__all__ = ["FpgaTop", "build", "flash", "BuildReport", "BuildProgress", "FpgaError", "toolchain_env"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,14 +97,106 @@ def toolchain_env() -> dict:
     return env
 
 
+class BuildProgress:
+    """Turns the toolchain's log files into a few progress lines.
+
+    yosys logs to ``neurovm.rpt``, nextpnr to ``neurovm.tim`` and the packer
+    writes ``neurovm.config`` (ECP5) or ``neurovm.asc`` (iCE40); :meth:`poll`
+    reads what was appended since the last call and returns one line per stage
+    reached, plus the router's remaining arcs at most every ``every`` seconds.
+    """
+
+    _STAGES = (
+        ("Info: Logic utilisation before packing", "nextpnr: packing cells"),
+        ("Info: Running main analytical placer", "nextpnr: placing (analytical)"),
+        ("Info: Running simulated annealing placer", "nextpnr: refining the placement"),
+        ("Info: Routing..", "nextpnr: routing"),
+    )
+    _ROUTER1 = re.compile(r"^Info:\s+(\d+) \|.*\|\s*(\d+)\|\s*[\d.]+\s+[\d.]+\|\s*$")
+    _ROUTE_TOTAL = re.compile(r"^Info: Routing (\d+) arcs\.")
+    _FMAX = re.compile(r"^Info: Max frequency for clock '([^']*)': ([\d.]+) MHz \((PASS|FAIL)[^)]*\)")
+
+    def __init__(self, out_dir: Path, every: float = 60.0):
+        self.out = Path(out_dir)
+        self.every = every
+        self._offset = 0
+        self._seen: set[str] = set()
+        self._arcs: int | None = None
+        self._last_report = -every
+
+    def poll(self, now: float) -> list[str]:
+        msgs = []
+        if "yosys" not in self._seen and (self.out / "neurovm.rpt").exists():
+            self._seen.add("yosys")
+            msgs.append("yosys: synthesis")
+        log = self.out / "neurovm.tim"
+        if log.exists():
+            with open(log, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+            cut = chunk.rfind(b"\n") + 1      # a partial last line waits for the next poll
+            self._offset += cut
+            for line in chunk[:cut].decode(errors="replace").splitlines():
+                msgs += self._line(line, now)
+        for name in ("neurovm.config", "neurovm.asc"):
+            if name not in self._seen and (self.out / name).exists():
+                self._seen.add(name)
+                msgs.append("packing the bitstream")
+        return msgs
+
+    def _line(self, line: str, now: float) -> list[str]:
+        for prefix, msg in self._STAGES:
+            if line.startswith(prefix) and msg not in self._seen:
+                self._seen.add(msg)
+                return [msg]
+        if m := self._ROUTE_TOTAL.match(line):
+            self._arcs = int(m.group(1))
+        elif m := self._FMAX.match(line):
+            return [f"Fmax {m.group(2)} MHz for {m.group(1)} ({m.group(3)})"]
+        elif (m := self._ROUTER1.match(line)) and now - self._last_report >= self.every:
+            self._last_report = now
+            left = int(m.group(2))
+            of = f" of {self._arcs}" if self._arcs else ""
+            return [f"routing: {left} arcs left{of} after {int(m.group(1))} iterations"]
+        return []
+
+
+def _watch(progress: BuildProgress, report, stop: threading.Event, t0: float, period: float = 2.0) -> None:
+    while True:
+        done = stop.wait(period)
+        for msg in progress.poll(time.perf_counter()):
+            report(f"[{time.perf_counter() - t0:5.0f} s] {msg}")
+        if done:
+            return
+
+
 def _missing(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is None
 
 
-def build(board: str, out_dir: str | os.PathLike | None = None, verbose: bool = False) -> BuildReport:
-    """Build the bitstream for ``board``; returns the :class:`BuildReport` (also saved as report.json)."""
+def build(board: str, out_dir: str | os.PathLike | None = None, verbose: bool = False,
+          progress=None) -> BuildReport:
+    """Build the bitstream for ``board``.
+
+    Parameters
+    ----------
+    board : str
+        A name from :data:`neurovm.fpga.BOARDS`.
+    out_dir : path, optional
+        Build directory (default ``build/fpga/<board>``).
+    verbose : bool
+        Pass the toolchain's own output through.
+    progress : callable, optional
+        Called with one line per stage reached (synthesis, placing, routing
+        with the arcs left, Fmax, packing) while the tools run.
+
+    Returns
+    -------
+    BuildReport
+        Also saved as ``neurovm_report.json`` next to the bitstream.
+    """
     spec = board_spec(board)
     out = Path(out_dir) if out_dir else ROOT / "build" / "fpga" / spec.name
     out.mkdir(parents=True, exist_ok=True)
@@ -117,9 +211,21 @@ def build(board: str, out_dir: str | os.PathLike | None = None, verbose: bool = 
         plan.extract(out)
         script = "build_neurovm.sh"
         log = out / "build.log"
-        with open(log, "w") as fh:
-            proc = subprocess.run(["sh", script], cwd=out, env=env, stdout=None if verbose else fh,
-                                  stderr=subprocess.STDOUT if not verbose else None)
+        for stale in ("neurovm.rpt", "neurovm.tim", "neurovm.config", "neurovm.asc"):
+            (out / stale).unlink(missing_ok=True)
+        stop = threading.Event()
+        watcher = None
+        if progress is not None:
+            watcher = threading.Thread(target=_watch, args=(BuildProgress(out), progress, stop, t0), daemon=True)
+            watcher.start()
+        try:
+            with open(log, "w") as fh:
+                proc = subprocess.run(["sh", script], cwd=out, env=env, stdout=None if verbose else fh,
+                                      stderr=subprocess.STDOUT if not verbose else None)
+        finally:
+            stop.set()
+            if watcher is not None:
+                watcher.join()
         if proc.returncode:
             tail = log.read_text().strip().splitlines()[-15:] if log.exists() else []
             raise FpgaError(f"{spec.name}: the toolchain failed (exit {proc.returncode}); last lines of {log}:\n"

@@ -234,7 +234,8 @@ def cmd_fpga(args) -> int:
     if args.fpga_command == "build":
         print(f"building the {args.board} bitstream with yowasp yosys/nextpnr (several minutes; the first call "
               "also compiles the WebAssembly tools) ...", file=sys.stderr)
-        report = build(args.board, args.out, verbose=args.verbose)
+        report = build(args.board, args.out, verbose=args.verbose,
+                       progress=None if args.verbose else (lambda line: print(line, file=sys.stderr, flush=True)))
         print(report.summary())
         return 0
     flash(args.board, args.bitstream, args.tool)

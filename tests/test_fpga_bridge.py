@@ -43,3 +43,36 @@ def test_bitstream_builds_fits_and_meets_the_board_clock(board, tmp_path):
     for bel, u in report.utilization.items():
         assert u["used"] <= u["available"], bel
     assert report.fmax_mhz is not None and report.fmax_mhz >= report.clock_mhz
+
+
+def test_build_progress_reports_stages_from_the_tool_logs(tmp_path):
+    """The progress lines of a long build come from the logs as the tools write them: each
+    stage once, the router's arcs left rate-limited, a line cut mid-write read only when whole."""
+    from neurovm.fpga import BuildProgress
+
+    prog = BuildProgress(tmp_path, every=10.0)
+    assert prog.poll(0.0) == []
+    (tmp_path / "neurovm.rpt").write_text("yosys\n")
+    assert prog.poll(1.0) == ["yosys: synthesis"]
+    tim = tmp_path / "neurovm.tim"
+    tim.write_text("Info: Logic utilisation before packing:\n"
+                   "Info: Running main analytical placer, max placement attempts per cell = 10.\n"
+                   "Info: Running simulated annealing placer for refinement.\n"
+                   "Info: Max frequency for clock '$glbnet$cd_sync.clk': 25.60 MHz (PASS at 25.00 MHz)\n"
+                   "Info: Routing..\nInfo: Routing 1300 arcs.\n"
+                   "Info:       1000 |      326        673 |  326   673 |    1035|       4.76       4.76|\n"
+                   "Info:       2000 |      810       1189 |  484   516 |     865|       2.20       6.96|\n"
+                   "Info: Running main analytical placer, max pla")
+    assert prog.poll(2.0) == ["nextpnr: packing cells", "nextpnr: placing (analytical)",
+                              "nextpnr: refining the placement", "Fmax 25.60 MHz for $glbnet$cd_sync.clk (PASS)",
+                              "nextpnr: routing", "routing: 1035 arcs left of 1300 after 1000 iterations"]
+    with open(tim, "a") as fh:
+        fh.write("cement attempts per cell = 10.\n"
+                 "Info:       3000 |      810       1189 |  484   516 |     365|       2.20       6.96|\n")
+    assert prog.poll(5.0) == []                 # a stage already reported; the router only every 10 s
+    with open(tim, "a") as fh:
+        fh.write("Info:       4000 |      810       1189 |  484   516 |     100|       2.20       6.96|\n"
+                 "Info: Max frequency for clock 'clk': 11.90 MHz (FAIL at 12.00 MHz)\n")
+    (tmp_path / "neurovm.config").write_text("")
+    assert prog.poll(12.0) == ["routing: 100 arcs left of 1300 after 4000 iterations",
+                               "Fmax 11.90 MHz for clk (FAIL)", "packing the bitstream"]

@@ -20,6 +20,7 @@ class BoardSpec:
     fifo_depth: int = 512  # command words the UART bridge buffers (the host window stays below it)
     flash_tools: tuple = ("openFPGALoader",)
     synth_opts: str = ""   # extra options for yosys's synth_<family>
+    pnr_opts: str = ""     # extra options for nextpnr
     description: str = ""
 
     def make_platform(self):
@@ -37,7 +38,7 @@ BOARDS: dict[str, BoardSpec] = {
                    fanout_per_core=128, max_vms=2, vcores_per_vm=1),
         fifo_depth=256, flash_tools=("openFPGALoader", "iceprog"), synth_opts="-dsp",
         description="iCEBreaker (Lattice iCE40 UP5K, 12 MHz)"),
-    # ECP5 LFE5U-85F: 83,640 LUTs, 208 x 18 kbit block RAM, 156 DSPs.  A 2x2 mesh of default-size cores.
+    # ECP5 LFE5U-85F: 83,640 LUTs, 208 x 18 kbit block RAM, 156 DSPs.  A 3x3 mesh of 256-neuron cores.
     "ulx3s": BoardSpec(
         "ulx3s", "amaranth_boards.ulx3s:ULX3S_85F_Platform",
         ChipConfig(mesh_width=3, mesh_height=3, neurons_per_core=256, synapses_per_core=8192, axons_per_core=512,

@@ -107,7 +107,7 @@ class BuildProgress:
     """
 
     _STAGES = (
-        ("Info: Logic utilisation before packing", "nextpnr: packing cells"),
+        (("Info: Logic utilisation before packing", "Info: Packing"), "nextpnr: packing cells"),  # ECP5, iCE40
         ("Info: Running main analytical placer", "nextpnr: placing (analytical)"),
         ("Info: Running simulated annealing placer", "nextpnr: refining the placement"),
         ("Info: Routing..", "nextpnr: routing"),
@@ -207,7 +207,7 @@ def build(board: str, out_dir: str | os.PathLike | None = None, verbose: bool = 
     saved = dict(os.environ)
     os.environ.update(env)   # Amaranth's build scripts read the tool names from the environment
     try:
-        plan = platform.prepare(FpgaTop(spec), name="neurovm", nextpnr_opts="--report report.json", **family_opts)
+        plan = platform.prepare(FpgaTop(spec), name="neurovm", nextpnr_opts=" ".join(filter(None, ["--report report.json", spec.pnr_opts])), **family_opts)
         plan.extract(out)
         script = "build_neurovm.sh"
         log = out / "build.log"

@@ -67,7 +67,7 @@ def test_build_progress_reports_stages_from_the_tool_logs(tmp_path):
                               "nextpnr: refining the placement", "Fmax 25.60 MHz for $glbnet$cd_sync.clk (PASS)",
                               "nextpnr: routing", "routing: 1035 arcs left of 1300 after 1000 iterations"]
     with open(tim, "a") as fh:
-        fh.write("cement attempts per cell = 10.\n"
+        fh.write("cement attempts per cell = 10.\nInfo: Packing constants..\n"
                  "Info:       3000 |      810       1189 |  484   516 |     365|       2.20       6.96|\n")
     assert prog.poll(5.0) == []                 # a stage already reported; the router only every 10 s
     with open(tim, "a") as fh:

@@ -110,9 +110,10 @@ class BuildProgress:
         (("Info: Logic utilisation before packing", "Info: Packing"), "nextpnr: packing cells"),  # ECP5, iCE40
         ("Info: Running main analytical placer", "nextpnr: placing (analytical)"),
         ("Info: Running simulated annealing placer", "nextpnr: refining the placement"),
-        ("Info: Routing..", "nextpnr: routing"),
+        (("Info: Routing..", "Info: Running router2"), "nextpnr: routing"),
     )
     _ROUTER1 = re.compile(r"^Info:\s+(\d+) \|.*\|\s*(\d+)\|\s*[\d.]+\s+[\d.]+\|\s*$")
+    _ROUTER2 = re.compile(r"^Info:\s+iter=(\d+) wires=\d+ overused=(\d+)")
     _ROUTE_TOTAL = re.compile(r"^Info: Routing (\d+) arcs\.")
     _FMAX = re.compile(r"^Info: Max frequency for clock '([^']*)': ([\d.]+) MHz \((PASS|FAIL)[^)]*\)")
 
@@ -158,6 +159,9 @@ class BuildProgress:
             left = int(m.group(2))
             of = f" of {self._arcs}" if self._arcs else ""
             return [f"routing: {left} arcs left{of} after {int(m.group(1))} iterations"]
+        elif (m := self._ROUTER2.match(line)) and now - self._last_report >= self.every:
+            self._last_report = now
+            return [f"routing: pass {m.group(1)}, {m.group(2)} wires overused"]
         return []
 
 

@@ -76,3 +76,8 @@ def test_build_progress_reports_stages_from_the_tool_logs(tmp_path):
     (tmp_path / "neurovm.config").write_text("")
     assert prog.poll(12.0) == ["routing: 100 arcs left of 1300 after 4000 iterations",
                                "Fmax 11.90 MHz for clk (FAIL)", "packing the bitstream"]
+    router2 = BuildProgress(tmp_path / "r2", every=0.0)
+    (tmp_path / "r2").mkdir()
+    (tmp_path / "r2" / "neurovm.tim").write_text(
+        "Info: Running router2...\nInfo:     iter=1 wires=550079 overused=47599 overuse=58988 archfail=NA\n")
+    assert router2.poll(1.0) == ["nextpnr: routing", "routing: pass 1, 47599 wires overused"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -103,7 +103,8 @@ class BuildProgress:
     yosys logs to ``neurovm.rpt``, nextpnr to ``neurovm.tim`` and the packer
     writes ``neurovm.config`` (ECP5) or ``neurovm.asc`` (iCE40); :meth:`poll`
     reads what was appended since the last call and returns one line per stage
-    reached, plus the router's remaining arcs at most every ``every`` seconds.
+    reached, plus the router's progress (router1: arcs left; router2: wires still
+    overused) at most every ``every`` seconds.
     """
 
     _STAGES = (
@@ -211,7 +212,8 @@ def build(board: str, out_dir: str | os.PathLike | None = None, verbose: bool = 
     saved = dict(os.environ)
     os.environ.update(env)   # Amaranth's build scripts read the tool names from the environment
     try:
-        plan = platform.prepare(FpgaTop(spec), name="neurovm", nextpnr_opts=" ".join(filter(None, ["--report report.json", spec.pnr_opts])), **family_opts)
+        pnr_opts = " ".join(filter(None, ["--report report.json", spec.pnr_opts]))
+        plan = platform.prepare(FpgaTop(spec), name="neurovm", nextpnr_opts=pnr_opts, **family_opts)
         plan.extract(out)
         script = "build_neurovm.sh"
         log = out / "build.log"

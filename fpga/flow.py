@@ -155,15 +155,19 @@ class BuildProgress:
             self._arcs = int(m.group(1))
         elif m := self._FMAX.match(line):
             return [f"Fmax {m.group(2)} MHz for {m.group(1)} ({m.group(3)})"]
-        elif (m := self._ROUTER1.match(line)) and now - self._last_report >= self.every:
-            self._last_report = now
-            left = int(m.group(2))
+        elif m := self._ROUTER1.match(line):
             of = f" of {self._arcs}" if self._arcs else ""
-            return [f"routing: {left} arcs left{of} after {int(m.group(1))} iterations"]
-        elif (m := self._ROUTER2.match(line)) and now - self._last_report >= self.every:
-            self._last_report = now
-            return [f"routing: pass {m.group(1)}, {m.group(2)} wires overused"]
+            return self._throttled(now, f"routing: {int(m.group(2))} arcs left{of} after {int(m.group(1))} iterations")
+        elif m := self._ROUTER2.match(line):
+            return self._throttled(now, f"routing: pass {m.group(1)}, {m.group(2)} wires overused")
         return []
+
+    def _throttled(self, now: float, msg: str) -> list[str]:
+        """``[msg]`` if the last router line went out ``every`` seconds ago or more, else nothing."""
+        if now - self._last_report < self.every:
+            return []
+        self._last_report = now
+        return [msg]
 
 
 def _watch(progress: BuildProgress, report, stop: threading.Event, t0: float, period: float = 2.0) -> None:
@@ -173,6 +177,15 @@ def _watch(progress: BuildProgress, report, stop: threading.Event, t0: float, pe
             report(f"[{time.perf_counter() - t0:5.0f} s] {msg}")
         if done:
             return
+
+
+def _build_dir(spec: BoardSpec) -> Path:
+    return ROOT / "build" / "fpga" / spec.name
+
+
+def _bitstream_in(out: Path) -> Path | None:
+    """The bitstream a build left in ``out`` (iCE40 ``.bin``, ECP5 ``.bit``), or None."""
+    return next((out / f"neurovm.{ext}" for ext in ("bin", "bit") if (out / f"neurovm.{ext}").exists()), None)
 
 
 def _missing(module: str) -> bool:
@@ -203,7 +216,7 @@ def build(board: str, out_dir: str | os.PathLike | None = None, verbose: bool = 
         Also saved as ``neurovm_report.json`` next to the bitstream.
     """
     spec = board_spec(board)
-    out = Path(out_dir) if out_dir else ROOT / "build" / "fpga" / spec.name
+    out = Path(out_dir) if out_dir else _build_dir(spec)
     out.mkdir(parents=True, exist_ok=True)
     env = toolchain_env()
     platform = spec.make_platform()
@@ -240,7 +253,7 @@ def build(board: str, out_dir: str | os.PathLike | None = None, verbose: bool = 
         os.environ.clear()
         os.environ.update(saved)
     seconds = time.perf_counter() - t0
-    bit = next((out / f"neurovm.{ext}" for ext in ("bin", "bit") if (out / f"neurovm.{ext}").exists()), None)
+    bit = _bitstream_in(out)
     if bit is None:
         raise FpgaError(f"{spec.name}: the toolchain finished but left no bitstream in {out}")
     rep = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
@@ -250,7 +263,7 @@ def build(board: str, out_dir: str | os.PathLike | None = None, verbose: bool = 
         board=spec.name, bitstream=str(bit), config=cfg.to_dict(),
         neurons=cfg.num_cores * cfg.neurons_per_core, synapses=cfg.num_cores * cfg.synapses_per_core,
         clock_mhz=platform.default_clk_frequency / 1e6, fmax_mhz=min(fmax) if fmax else None,
-        utilization={k: v for k, v in rep.get("utilization", {}).items()}, seconds=seconds)
+        utilization=dict(rep.get("utilization", {})), seconds=seconds)
     (out / "neurovm_report.json").write_text(json.dumps(asdict(report), indent=2))
     return report
 
@@ -258,14 +271,12 @@ def build(board: str, out_dir: str | os.PathLike | None = None, verbose: bool = 
 def flash(board: str, bitstream: str | os.PathLike | None = None, tool: str | None = None) -> None:
     """Program ``board`` with ``bitstream`` (default: the last build) using openFPGALoader or iceprog."""
     spec = board_spec(board)
-    bit = Path(bitstream) if bitstream else next(
-        (ROOT / "build" / "fpga" / spec.name / f"neurovm.{e}" for e in ("bin", "bit")
-         if (ROOT / "build" / "fpga" / spec.name / f"neurovm.{e}").exists()), None)
+    bit = Path(bitstream) if bitstream else _bitstream_in(_build_dir(spec))
     if bit is None or not bit.exists():
         raise FpgaError(f"no bitstream for {spec.name}{f' at {bit}' if bit else ''}; "
                         f"run `neurovm fpga build --board {spec.name}` first")
     candidates = [tool] if tool else [os.environ.get("OPENFPGALOADER")] + list(spec.flash_tools)
-    exe = next((shutil.which(t) for t in candidates if t and shutil.which(t)), None)
+    exe = next(filter(None, (shutil.which(t) for t in candidates if t)), None)
     if exe is None:
         raise FpgaError(f"no flashing tool found (looked for {', '.join(t for t in candidates if t)} on PATH); "
                         "install openFPGALoader (https://github.com/trabucayre/openFPGALoader) or set OPENFPGALOADER")

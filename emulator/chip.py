@@ -62,7 +62,7 @@ class _Decoded:
     axon_start: np.ndarray
     axon_len: np.ndarray
     syn_target: np.ndarray
-    syn_weight: np.ndarray  # scaled: floor(w * 2^(6 + weight_exp))
+    syn_weight: np.ndarray  # scaled: floor(w * 2^weight_exp) * 2^6
     du: np.ndarray
     dv: np.ndarray
     refract: np.ndarray

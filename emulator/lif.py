@@ -37,11 +37,16 @@ def decay(x: np.ndarray, d_eff: np.ndarray) -> np.ndarray:
 
 
 def scaled_weight(weight: np.ndarray, weight_exp) -> np.ndarray:
-    """Per-synapse input ``floor(w * 2^(6 + weight_exp))`` (arithmetic shift, rounds down)."""
-    shift = ACT_SHIFT + np.asarray(weight_exp, dtype=np.int64)
+    """Per-synapse input ``floor(w * 2^weight_exp) * 2^6`` (Loihi's two-part weight shift).
+
+    The exponent shift comes first: left for ``weight_exp >= 0``, an arithmetic right
+    shift (rounds toward -inf) for negative exponents; then the 6-bit MSB alignment
+    (``ACT_SHIFT``), so every synaptic input is a multiple of 64 (spec §4, §11).
+    """
+    exp = np.asarray(weight_exp, dtype=np.int64)
     weight = np.asarray(weight, dtype=np.int64)
-    left = weight << np.maximum(shift, 0)
-    return left >> np.maximum(-shift, 0)
+    exp_shifted = (weight << np.maximum(exp, 0)) >> np.maximum(-exp, 0)
+    return exp_shifted << ACT_SHIFT
 
 
 def lif_step(u, v, ref, acc, du, dv, bias_mant, bias_exp, vth_mant, refract):

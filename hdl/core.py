@@ -34,6 +34,7 @@ from neurovm.config import (
     V_MAX,
     V_MIN,
     VTH_SHIFT,
+    WEIGHT_EXP_MIN,
     ChipConfig,
 )
 from neurovm.formats import REGIONS, CfgOp, Region
@@ -46,6 +47,8 @@ __all__ = ["LifCore", "CorePhase", "OUT_FIFO_DEPTH", "RSP_FIFO_DEPTH"]
 OUT_FIFO_DEPTH = 4
 #: Depth of the configuration read-response FIFO.
 RSP_FIFO_DEPTH = 4
+#: Left padding of the weight before the exponent's arithmetic right shift (covers weight_exp = WEIGHT_EXP_MIN).
+EXP_PAD = -WEIGHT_EXP_MIN
 
 # The neuron regions the neuron pipeline reads at one address per clock.
 _PARAM_REGIONS = (Region.NRN_DECAY, Region.NRN_BIAS, Region.NRN_VTH)
@@ -168,8 +171,9 @@ class LifCore(wiring.Component):
         # CORE_CFG registers
         weight_exp = Signal(signed(4))
         n_active = Signal(range(N + 1))
-        # floor(w * 2^(6 + e)) == (w << 15) >> (9 - e): a right shift by 2..17
-        w_shift = Signal(range(32), init=15 - ACT_SHIFT)
+        # Loihi's two-part weight shift (spec §4): floor(w * 2^e) * 2^6, with
+        # floor(w * 2^e) == (w << EXP_PAD) >> (EXP_PAD - e), an arithmetic right shift by 1..16
+        w_shift = Signal(range(2 * EXP_PAD + 1), init=EXP_PAD)
 
         phase = Signal(CorePhase)
         cur = Signal()  # ACC bank holding the input of the next step to run
@@ -229,12 +233,12 @@ class LifCore(wiring.Component):
         m.d.sync += s2_valid.eq(w_active)
 
         syn = rd[Region.SYN].data
-        sw_wide = Signal(signed(c.weight_bits + 15))
-        m.d.comb += sw_wide.eq(syn.weight.as_signed() << 15)
+        sw_wide = Signal(signed(c.weight_bits + EXP_PAD))
+        m.d.comb += sw_wide.eq(syn.weight.as_signed() << EXP_PAD)
         m.d.sync += [
             s3_valid.eq(s2_valid),
             s3_target.eq(syn.target),
-            s3_sw.eq(sw_wide >> w_shift),
+            s3_sw.eq((sw_wide >> w_shift) << ACT_SHIFT),   # |w * 2^e| <= 2^14: fits 24 bits
         ]
         acc_sum = Signal(acc_shape)
         acc_rd_syn = Mux(syn_bank, acc_rd[1].data, acc_rd[0].data)
@@ -489,7 +493,7 @@ class LifCore(wiring.Component):
                 with m.If(take_write & (req.region == Region.CORE_CFG)):
                     m.d.sync += [
                         weight_exp.eq(cfg_word_in.weight_exp),
-                        w_shift.eq(15 - ACT_SHIFT - cfg_word_in.weight_exp),
+                        w_shift.eq(EXP_PAD - cfg_word_in.weight_exp),
                         n_active.eq(cfg_word_in.n_active),
                         sweep.eq(0),
                         phase.eq(CorePhase.FOLD),
@@ -502,7 +506,7 @@ class LifCore(wiring.Component):
                 m.d.sync += sweep.eq(sweep + 1)
                 with m.If(sweep == max(A, S, N, F) - 1):
                     m.d.sync += [phase.eq(CorePhase.IDLE), cur.eq(0), weight_exp.eq(0),
-                                 w_shift.eq(15 - ACT_SHIFT), n_active.eq(0)]
+                                 w_shift.eq(EXP_PAD), n_active.eq(0)]
                     m.d.sync += [r.eq(0) for r in cnt_regs.values()]
             with m.Case(CorePhase.FOLD):
                 with m.If(fold_issue):

@@ -51,7 +51,8 @@ VTH_SHIFT = 6                       # threshold is vth_mant * 2^6
 VTH_BITS = 17                       # vth_mant: unsigned 17-bit
 BIAS_MANT_BITS = 13                 # bias_mant: signed 13-bit
 BIAS_EXP_BITS = 3                   # bias_exp: unsigned 3-bit, 0..7
-REFRACT_BITS = 6                    # refractory delay and counter: unsigned 6-bit
+REFRACT_BITS = 6                    # refractory steps and counter: unsigned 6-bit; refract = k holds v for k steps
+                                    # after a spike = Loihi's refractDelay - 1 (spec §4, §11)
 WEIGHT_EXP_MIN = -8                 # per-core weight exponent: signed 4-bit
 WEIGHT_EXP_MAX = 7
 

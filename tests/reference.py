@@ -29,8 +29,9 @@ def saturate_v(x: int) -> int:
 
 
 def scaled_weight(w: int, e: int) -> int:
-    s = 6 + e
-    return w * 2**s if s >= 0 else w // 2 ** (-s)  # floor division: rounds down
+    # Loihi's two-part shift: the exponent first (floor division rounds down), then * 2^6
+    exp_shifted = w * 2**e if e >= 0 else w // 2 ** (-e)
+    return exp_shifted * 64
 
 
 @dataclass

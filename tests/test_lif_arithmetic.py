@@ -39,12 +39,26 @@ def test_u_wraps_twos_complement(x, expected):
 
 @pytest.mark.parametrize("w,e,expected", [
     (127, 7, 127 * 2**13), (-128, 7, -128 * 2**13), (1, 0, 64), (-1, 0, -64),
-    (1, -7, 0), (-1, -7, -1),      # 2^-1: floor(0.5)=0, floor(-0.5)=-1 (rounds down)
-    (3, -8, 0), (-3, -8, -1), (5, -6, 5), (-128, -8, -32),
+    # negative exponents: Loihi's two-part shift, floor(w * 2^e) first, then * 64 (spec §4)
+    (1, -7, 0), (-1, -7, -64),     # floor(1/128) = 0, floor(-1/128) = -1
+    (3, -8, 0), (-3, -8, -64), (5, -6, 0), (-128, -8, -64), (-128, -7, -64),
+    (100, -1, 3200), (-3, -1, -128), (7, -2, 64), (127, -6, 64), (-127, -6, -128),
 ])
-def test_weight_scaling_rounds_down(w, e, expected):
+def test_weight_scaling_is_loihis_two_part_shift(w, e, expected):
     assert int(scaled_weight(np.array([w]), e)[0]) == expected
     assert ref.scaled_weight(w, e) == expected
+
+
+def test_weight_scaling_is_a_multiple_of_64_for_every_exponent():
+    """Every weight of every width and every exponent -8..7: floor(w * 2^e) * 64, exactly."""
+    from fractions import Fraction
+    from math import floor
+    w = np.arange(-128, 128)
+    for e in range(-8, 8):
+        got = scaled_weight(w, e)
+        want = np.array([floor(Fraction(int(x)) * Fraction(2) ** e) * 64 for x in w])
+        assert np.array_equal(got, want), e
+        assert np.all(got % 64 == 0)
 
 
 def test_u_overflow_wraps_inside_the_step():
@@ -98,3 +112,48 @@ def test_refractory_holds_v_at_zero_but_u_integrates():
     u, v, r, s = step1(u=u, v=v, r=r, du=4095, vth_mant=1)
     assert (v, r, s) == (0, 0, False)
 
+
+
+# ---- the exact divergences from Lava's bit-accurate LIF (spec §11) ------------------------------
+def _lava_u_wrap(x: int) -> int:
+    """Lava PyLifModelBitAcc's single-correction wrap of the pre-wrap current (as spec §11 quotes it)."""
+    x = x - 2**24 if x > 2**23 else x
+    return x + 2**24 if x <= -(2**23) else x
+
+
+def _spec_11_says_lava_differs(x: int) -> bool:
+    return x in (2**23, 3 * 2**23, -(2**23)) or x > 3 * 2**23 or x < -3 * 2**23
+
+
+def test_u_wrap_differs_from_lava_exactly_where_spec_11_says():
+    rng = np.random.default_rng(11)
+    edges = [k * 2**23 + d for k in range(-5, 6) for d in (-2, -1, 0, 1, 2)]
+    xs = edges + rng.integers(-6 * 2**23, 6 * 2**23, size=5000).tolist()
+    for x in xs:
+        ours = int(wrap_state(np.array([x], dtype=np.int64))[0])
+        assert ours == ref.wrap24(x) and U_MIN <= ours <= U_MAX
+        assert (ours != _lava_u_wrap(x)) == _spec_11_says_lava_differs(x), x
+
+
+def test_negative_exponent_applies_per_synapse_not_per_step():
+    """Two synapses of w=1 into one neuron at e=-1: Loihi (and NeuroVM) add 0 + 0; Lava's per-step
+    floor(sum * 2^e) * 64 would add 64.  Checked end to end on the emulator chip's ACC."""
+    from neurovm.config import HV_VM, ChipConfig
+    from neurovm.emulator import Chip
+    from neurovm.formats import Region
+    from neurovm.host.protocol import encode_inject, encode_read, encode_write
+    from neurovm.image import CoreImage
+
+    cfg = ChipConfig(mesh_width=1, mesh_height=1, neurons_per_core=4, synapses_per_core=8, axons_per_core=2,
+                     fanout_per_core=2)
+    for w, e, per_synapse in ((1, -1, 0), (3, -1, 2 * 64), (-1, -1, -2 * 64), (5, 2, 2 * 5 * 256)):
+        chip = Chip(cfg)
+        img = CoreImage(du=[0] * 4, dv=[0] * 4, refract=[0] * 4, bias_mant=[0] * 4, bias_exp=[0] * 4,
+                        vth_mant=[0] * 4, fo_start=[0] * 4, fo_len=[0] * 4, report=[0] * 4,
+                        syn_start=[0], syn_len=[2], target=[0, 0], weight=[w, w], weight_exp=e, n_active=4)
+        for region, words in img.region_words(cfg).items():
+            assert chip.feed(encode_write(HV_VM, 0, region, 0, [int(x) for x in words])).size == 0
+        chip.feed(encode_inject(HV_VM, 0, 0))
+        acc = int(chip.feed(encode_read(HV_VM, 0, Region.ACC, 0, 1))[1])
+        acc = acc - 2**32 if acc >= 2**31 else acc
+        assert acc == per_synapse, (w, e, acc)

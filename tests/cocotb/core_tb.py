@@ -24,7 +24,7 @@ import numpy as np
 
 from agents import (CycleLoop, InOrderScoreboard, PulseDriver, StreamSink, StreamSource, never, random_pauses,
                     value_of)
-from neurovm.config import HV_VM, U_MAX, U_MIN, V_MAX, V_MIN, ChipConfig
+from neurovm.config import HV_VM, U_MAX, U_MIN, V_MAX, V_MIN, WEIGHT_EXP_MAX, WEIGHT_EXP_MIN, ChipConfig
 from neurovm.emulator import Chip
 from neurovm.formats import (
     CFG_REQUEST,
@@ -51,7 +51,7 @@ SEEDS = list(range(_lo, _hi))
 MAX_EVENTS = int(os.environ.get("NEUROVM_MAX_EVENTS", "1000000"))  # caps bursts on big cores
 #: What the random cases exercised (checked by ``random_core_coverage``).
 COVERAGE = {"steps": 0, "reports": 0, "faults": 0, "loopbacks": 0, "saturating_trains": 0, "v_saturated": 0,
-            "refractory": 0, "inactive_neurons": 0}
+            "refractory": 0, "inactive_neurons": 0, "negative_exponent_ops": 0}
 STATE_REGIONS = (Region.STATE_U, Region.STATE_V, Region.STATE_REF, Region.ACC)
 COUNTERS = ("syn_ops", "neuron_updates", "spikes_out")  # counters 0..2 of §9.1
 
@@ -293,6 +293,8 @@ async def random_core(dut, seed):
         COVERAGE[k] += getattr(tb, k)
     n_active = CFG_FIELD["n_active"].get(words[Region.CORE_CFG][0])
     COVERAGE["inactive_neurons"] += N - n_active
+    if CFG_FIELD["weight_exp"].get(words[Region.CORE_CFG][0]) < 0:   # Loihi's two-part shift, spec §4
+        COVERAGE["negative_exponent_ops"] += tb.counters()[0]
 
 
 @cocotb.test()
@@ -363,6 +365,20 @@ async def back_to_back_ops_on_one_neuron(dut):
     trains = [([0, 0, 0], [0, 0]), ([0], [0, 0, 0]), ([], [])]
     tb, outs = await directed(dut, img, trains, "back-to-back ops")
     assert tb.counters()[0] == 9 * S
+
+
+@cocotb.test()
+async def every_weight_exponent(dut):
+    """Every weight_exp -8..7 with weights spanning the whole signed range: u (du = 4095 makes it the
+    step's input) and ACC match the golden model's floor(w * 2^e) * 64 after each step."""
+    n_syn = min(S, 512)
+    weights = np.resize(np.arange(CFG.weight_min, CFG.weight_max + 1), n_syn)
+    tb = CoreTestbench(dut, np.random.default_rng(3))
+    await tb.reset()
+    for e in range(WEIGHT_EXP_MIN, WEIGHT_EXP_MAX + 1):
+        img = CoreImage(**neurons(du=4095), syn_start=[0], syn_len=[n_syn],
+                        target=np.arange(n_syn) % N, weight=weights, weight_exp=e)
+        await run_case(tb, image_words(img), [([0], [0]), ([0, 0], [])], f"weight_exp {e}")
 
 
 @cocotb.test()

@@ -6,7 +6,23 @@ from dataclasses import dataclass
 
 from neurovm.config import ChipConfig
 
-__all__ = ["BoardSpec", "BOARDS", "board_spec"]
+__all__ = ["BoardSpec", "BOARDS", "board_spec", "host_window", "DEFAULT_FIFO_DEPTH"]
+
+#: Command words the UART bridge buffers unless a board says otherwise (``UartBridge``'s default).
+DEFAULT_FIFO_DEPTH = 512
+
+
+def host_window(fifo_depth: int) -> int:
+    """Command words the host may have in flight to a bridge FIFO of ``fifo_depth`` words
+    (docs/architecture.md §21): the depth less one eighth of it, at least 2 words.
+
+    The margin covers the SYNC the host appends to every window and the words still in
+    the line, the receiver and the word assembler when the host starts the next window.
+    512 -> 448, 256 -> 224.
+    """
+    if isinstance(fifo_depth, bool) or not isinstance(fifo_depth, int) or fifo_depth < 4:
+        raise ValueError(f"a bridge FIFO depth must be an integer >= 4 words, not {fifo_depth!r}")
+    return fifo_depth - max(2, fifo_depth // 8)
 
 
 @dataclass(frozen=True)
@@ -17,11 +33,16 @@ class BoardSpec:
     platform: str          # "module:Class" in amaranth_boards
     config: ChipConfig
     baud: int = 115200
-    fifo_depth: int = 512  # command words the UART bridge buffers (the host window stays below it)
+    fifo_depth: int = DEFAULT_FIFO_DEPTH  # command words the UART bridge buffers (the host window stays below it)
     flash_tools: tuple = ("openFPGALoader",)
     synth_opts: str = ""   # extra options for yosys's synth_<family>
     pnr_opts: str = ""     # extra options for nextpnr
     description: str = ""
+
+    @property
+    def window(self) -> int:
+        """The host's serial window for this board: :func:`host_window` of its FIFO depth."""
+        return host_window(self.fifo_depth)
 
     def make_platform(self):
         import importlib

@@ -6,11 +6,12 @@ convenient API written against it.
 """
 
 from .backend import Backend, CheckedBackend, CosimMismatch, EmulatorBackend
-from .client import ChipClient, ChipError, RunResult
+from .client import ChipClient, ChipError, RequestError, RunResult
+from .protocol import FramingError
 from .runtime import VM, Chip, SpikeTrains, VMError
 
 __all__ = ["Backend", "EmulatorBackend", "CheckedBackend", "CosimMismatch", "ChipClient", "ChipError",
-           "RunResult", "Chip", "VM", "VMError", "SpikeTrains", "open"]
+           "RequestError", "FramingError", "RunResult", "Chip", "VM", "VMError", "SpikeTrains", "open"]
 
 BACKENDS = ("emulator", "verilator", "fpga:PORT")
 
@@ -36,7 +37,10 @@ def open(backend: str = "emulator", config=None, check: bool = False, waves: str
         Verilator only: write a VCD waveform to this path.
     serial_options
         ``fpga:`` only: ``board``, ``baud``, ``window``, ``timeout`` (see
-        :class:`~neurovm.host.serial_backend.SerialBackend`).
+        :class:`~neurovm.host.serial_backend.SerialBackend`).  With ``board`` the
+        baud rate and the bridge's FIFO depth are the board's, and the window
+        defaults to ``host_window(fifo_depth)`` (§21); a larger window than the
+        FIFO holds is refused.
     """
     from neurovm.config import DEFAULT_CONFIG
 
@@ -44,10 +48,13 @@ def open(backend: str = "emulator", config=None, check: bool = False, waves: str
         from .serial_backend import SerialBackend
 
         board = serial_options.pop("board", None)
-        if config is None and board is not None:
-            from neurovm.fpga import board_spec
+        if board is not None:
+            from neurovm.fpga.boards import board_spec
 
-            config = board_spec(board).config
+            spec = board_spec(board)
+            config = config or spec.config
+            serial_options.setdefault("baud", spec.baud)
+            serial_options.update(fifo_depth=spec.fifo_depth, board=spec.name)
         b = SerialBackend(backend[len("fpga:"):], config or DEFAULT_CONFIG, **serial_options)
     elif serial_options:
         raise TypeError(f"{', '.join(serial_options)}: options of the fpga: backend only")

@@ -18,7 +18,7 @@ from neurovm.config import DEFAULT_CONFIG, ChipConfig
 
 from neurovm.formats import OUTPUT_FORMATS, OutType
 
-from .protocol import ProtocolError, encode_sync, split_messages
+from .protocol import ProtocolError, encode_sync, resync_words, split_messages
 
 __all__ = ["Backend", "EmulatorBackend", "CheckedBackend", "CosimMismatch"]
 
@@ -72,6 +72,31 @@ class Backend(abc.ABC):
         raise TimeoutError(f"{self.name}: no SYNC acknowledgement (tag {tag}) from the chip")
 
     max_polls = 1_000_000
+
+    def resync(self) -> int:
+        """Return the chip's command parser to a command boundary and drop stale output (§8.1).
+
+        Sends the NOP run (:func:`~neurovm.host.protocol.resync_words`) and a SYNC with a
+        fresh tag, then discards output up to and including its acknowledgement.  Used
+        after framing may have been lost (a send that failed half-way, a timeout).  A
+        WRITE that was cut short consumes some of the NOPs as data (zeros).
+
+        Returns
+        -------
+        int
+            Output words discarded before the acknowledgement.
+        """
+        tag = next(self._tags) & 0xFF_FFFF
+        ack = OUTPUT_FORMATS[OutType.SYNC_ACK].pack(type=OutType.SYNC_ACK, tag=tag)
+        self.send(np.asarray(resync_words() + encode_sync(tag), dtype=np.int64))
+        dropped = 0
+        for _ in range(self.max_polls):
+            chunk = self.receive()
+            hits = np.flatnonzero(chunk == ack)
+            if hits.size:
+                return dropped + int(hits[-1])
+            dropped += chunk.size
+        raise TimeoutError(f"{self.name}: no SYNC acknowledgement (tag {tag}) to the resynchronisation")
 
     def close(self) -> None:
         """Release the transport."""
@@ -145,6 +170,14 @@ class CheckedBackend(Backend):
         self._pos += got.size
         self.compared += got.size
         return got
+
+    def resync(self) -> int:
+        """Resynchronise both backends and restart the comparison at their next output."""
+        dropped = self.primary.resync()
+        self.reference.resync()
+        self._ref.clear()
+        self._pos = 0
+        return dropped
 
     def close(self) -> None:
         self.primary.close()

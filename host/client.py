@@ -4,21 +4,33 @@
 load core images, inject spikes, run, read spikes, state and counters.
 Errors and faults that a command provokes are raised as :class:`ChipError`
 (with the decoded messages); the chip keeps working afterwards.
+
+Every value is checked before a word is sent (:class:`~neurovm.host.protocol.RequestError`:
+nothing is wrapped or masked), every outgoing word list is framed by the §8.1
+command lengths (a list that ends inside a command is refused), and one lock
+serialises the exchanges, so a client may be shared by threads.  If an
+exchange fails half-way (a backend error, a timeout), framing may be lost: the
+next call first resynchronises the chip (§8.1: NOP run, SYNC, drain to its
+acknowledgement), by itself.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from neurovm.config import HV_VM
 from neurovm.formats import ARCH_COUNTERS, NUM_COUNTERS, REGIONS, Perm, Region
 from neurovm.image import CoreImage
 
 from . import protocol as P
 from .backend import Backend
 
-__all__ = ["ChipClient", "ChipError", "RunResult", "SPIKE_DTYPE"]
+__all__ = ["ChipClient", "ChipError", "RunResult", "SPIKE_DTYPE", "RequestError"]
+
+RequestError = P.RequestError
 
 SPIKE_DTYPE = np.dtype([("timestep", np.int64), ("vm", np.int64), ("vcore", np.int64), ("neuron", np.int64)])
 
@@ -55,11 +67,47 @@ class ChipClient:
     def __init__(self, backend: Backend):
         self.backend = backend
         self.config = backend.config
+        #: Held around every exchange; the runtime also holds it around operations of
+        #: several exchanges.  Re-entrant: ``with chip.lock:`` groups calls of one thread.
+        self.lock = threading.RLock()
+        self._resync_needed = False
+        self.resyncs = 0      # resynchronisations done (after failed exchanges, or asked for)
 
     # ---- plumbing -------------------------------------------------------
+    def _transfer(self, words) -> np.ndarray:
+        """The one way words reach the backend: checked, framed, locked, resynchronised if needed.
+
+        Raises :class:`RequestError` (nothing sent) if a word is not a 32-bit integer or the
+        list ends inside a command.  If the backend fails, the exception propagates and the
+        next transfer resynchronises first.
+        """
+        words = P.as_words(words, "command word")
+        P.check_framing(words)
+        with self.lock:
+            if self._resync_needed:
+                self.resync()
+            try:
+                return self.backend.exchange(words)
+            except BaseException:
+                self._resync_needed = True
+                raise
+
+    def resync(self) -> int:
+        """Resynchronise the chip's parser and drop stale output now (§8.1); returns the words dropped.
+
+        Called by itself before the next exchange after a failed one; call it directly after
+        sending words through :attr:`backend` behind the client's back.
+        """
+        with self.lock:
+            self._resync_needed = True
+            dropped = self.backend.resync()
+            self._resync_needed = False
+            self.resyncs += 1
+            return dropped
+
     def exchange(self, words) -> list:
         """Send command words; return the decoded output messages."""
-        return P.decode_output(self.backend.exchange(words))
+        return P.decode_output(self._transfer(words))
 
     def _checked(self, what: str, words) -> list:
         msgs = self.exchange(words)
@@ -82,18 +130,49 @@ class ChipClient:
 
     # ---- memories ------------------------------------------------------------
     def write(self, vm: int, vcore: int, region: Region, addr: int, data) -> None:
-        self._checked(f"write VM {vm} vcore {vcore} {Region(region).name}[{addr}]",
-                      P.encode_write(vm, vcore, region, addr, data))
+        """Write ``data`` at ``addr`` of a region.
+
+        Every value is checked before a word is sent: it must be a 32-bit word (a signed
+        32-bit value for u, v, acc) and a legal word of its region (§5 field limits);
+        :class:`RequestError` names the region, address, field, value and allowed range.
+        """
+        region = self._region(region)
+        words = P.encode_write(vm, vcore, region, addr, data)
+        self._check_fields(vm, vcore, region, addr, data)
+        self._checked(f"write VM {vm} vcore {vcore} {region.name}[{addr}]", words)
+
+    @staticmethod
+    def _region(region) -> Region:
+        if isinstance(region, (bool, np.bool_)) or not isinstance(region, (int, np.integer)) \
+                or int(region) not in Region._value2member_map_:
+            raise RequestError(f"region {region!r} does not exist; regions: "
+                               f"{', '.join(f'{r.value} {r.name}' for r in Region)}")
+        return Region(int(region))
+
+    def _check_fields(self, vm: int, vcore: int, region: Region, addr: int, data) -> None:
+        """RequestError naming the first data word whose fields break §5's limits for ``region``."""
+        spec = REGIONS[region]
+        words = P.as_words(data, "data word", -(1 << 31), P.WORD_MAX) & P.WORD_MAX
+        bad = np.flatnonzero(spec.invalid(self.config, words)) if words.size else ()
+        if len(bad):
+            i = int(bad[0])
+            raise RequestError(f"write VM {vm} vcore {vcore} {region.name}[{addr + i}]: word 0x{int(words[i]):08x}: "
+                               f"{spec.validate(self.config, int(words[i]))}; nothing was sent")
 
     def read(self, vm: int, vcore: int, region: Region, addr: int, count: int) -> np.ndarray:
         """Read ``count`` words (uint32) of a region."""
-        msgs = self._checked(f"read VM {vm} vcore {vcore} {Region(region).name}[{addr}:{addr + count}]",
-                             P.encode_read(vm, vcore, region, addr, count))
+        region = self._region(region)
+        words = P.encode_read(vm, vcore, region, addr, count)
+        msgs = self._checked(f"read VM {vm} vcore {vcore} {region.name}[{addr}:{addr + count}]", words)
         data = [m.data for m in msgs if isinstance(m, P.ReadData)]
         return np.concatenate(data) if data else np.zeros(0, dtype=np.uint32)
 
     def load_core(self, vm: int, vcore: int, image: CoreImage, clear_state: bool = True) -> None:
         """Write a core image (all configuration regions); optionally zero u, v, ref, acc."""
+        with self.lock:
+            self._load_core(vm, vcore, image, clear_state)
+
+    def _load_core(self, vm: int, vcore: int, image: CoreImage, clear_state: bool) -> None:
         words = image.region_words(self.config)
         cmds: list[int] = []
         for region, data in words.items():
@@ -109,18 +188,19 @@ class ChipClient:
         """Signed u, v, ref, acc of the first ``count`` neurons of a core."""
         n = self.config.neurons_per_core if count is None else count
         out = {}
-        for region, name in ((Region.STATE_U, "u"), (Region.STATE_V, "v"),
-                             (Region.STATE_REF, "ref"), (Region.ACC, "acc")):
-            words = self.read(vm, vcore, region, 0, n)
-            out[name] = REGIONS[region].fmt[name].get(words.astype(np.int64))
+        with self.lock:          # one consistent snapshot: no other thread's RUN in between
+            for region, name in ((Region.STATE_U, "u"), (Region.STATE_V, "v"),
+                                 (Region.STATE_REF, "ref"), (Region.ACC, "acc")):
+                words = self.read(vm, vcore, region, 0, n)
+                out[name] = REGIONS[region].fmt[name].get(words.astype(np.int64))
         return out
 
     # ---- running -----------------------------------------------------------------
     def inject(self, vm: int, vcore: int, axons) -> None:
         """Inject spikes on ``axons`` of a core; they are integrated in the next timestep."""
         words: list[int] = []
-        for a in np.atleast_1d(np.asarray(axons, dtype=np.int64)):
-            words += P.encode_inject(vm, vcore, int(a))
+        for a in P.as_words(np.atleast_1d(axons), f"inject VM {vm} vcore {vcore} axon", 0, 0xFFFF).tolist():
+            words += P.encode_inject(vm, vcore, a)
         if words:
             self._checked(f"inject VM {vm} vcore {vcore}", words)
 
@@ -133,19 +213,9 @@ class ChipClient:
             ``{step_offset: [(vm, vcore, axon), ...]}``: spikes injected before
             the given step of this run (0 = the first step).
         """
-        words: list[int] = []
-        inject = inject or {}
-        bad_keys = [k for k in inject if not 0 <= k < steps]
-        if bad_keys:
-            raise ValueError(f"inject keys {sorted(bad_keys)} are outside this run's steps 0..{steps - 1}")
-        if inject:
-            for s in range(steps):
-                for vm, vcore, axon in inject.get(s, ()):
-                    words += P.encode_inject(vm, vcore, axon)
-                words += P.encode_run(1)
-        else:
-            words = P.encode_run(steps)
-        spikes, msgs = P.decode_spikes(self.backend.exchange(words))
+        steps = P.check_steps(steps)
+        words = self._run_words(steps, inject or {})
+        spikes, msgs = P.decode_spikes(self._transfer(words))
         errors = [m for m in msgs if isinstance(m, P.ErrorMsg)
                   or (isinstance(m, P.Fault) and m.origin == P.FaultOrigin.HOST)]
         if errors:
@@ -156,6 +226,41 @@ class ChipClient:
             faults=[m for m in msgs if isinstance(m, P.Fault)],
             steps=[m.timestep for m in msgs if isinstance(m, P.StepEnd)],
         )
+
+    def _run_words(self, steps: int, inject: dict) -> list[int]:
+        """The RUN (and INJECT) words of a run; RequestError, before anything is sent, on a bad
+        step key or an injection the chip would refuse by its address (§8.3 check 7)."""
+        if not isinstance(inject, dict):
+            raise RequestError(f"run: inject must be a dict {{step: [(vm, vcore, axon), ...]}}, not "
+                               f"{type(inject).__name__}")
+        bad_keys = [k for k in inject if isinstance(k, (bool, np.bool_))
+                    or not isinstance(k, (int, np.integer)) or not 0 <= k < steps]
+        if bad_keys:
+            raise RequestError(f"run: inject keys {bad_keys} are outside this run's steps 0..{steps - 1}")
+        if not inject:
+            return P.encode_run(steps)
+        words: list[int] = []
+        for s in range(steps):
+            for item in inject.get(s, ()):
+                words += self._inject_words(s, item)
+            words += P.encode_run(1)
+        return words
+
+    def _inject_words(self, step: int, item) -> list[int]:
+        """The INJECT word of one ``(vm, vcore, axon)`` of a run's injection plan, checked."""
+        cfg = self.config
+        try:
+            vm, vcore, axon = item
+        except (TypeError, ValueError):
+            raise RequestError(f"run: inject[{step}]: {item!r} is not a (vm, vcore, axon) triple") from None
+        where = f"run: inject[{step}] {item!r}"
+        vm = P.check_int(f"{where}: vm", vm, 0, HV_VM)
+        if vm != HV_VM and vm >= cfg.max_vms:
+            raise RequestError(f"{where}: vm={vm} is neither a guest VM (0..{cfg.max_vms - 1}) nor "
+                               f"the hypervisor ({HV_VM})")
+        P.check_int(f"{where}: vcore", vcore, 0, (cfg.num_cores if vm == HV_VM else cfg.vcores_per_vm) - 1)
+        P.check_int(f"{where}: axon", axon, 0, cfg.axons_per_core - 1)
+        return P.encode_inject(vm, int(vcore), int(axon))
 
     def counters(self, vm: int, vcore: int, arch_only: bool = False) -> np.ndarray:
         """The telemetry counters of one core (see :class:`neurovm.formats.Counter`)."""

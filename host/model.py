@@ -30,6 +30,9 @@ membrane voltage.
 from __future__ import annotations
 
 import io
+import json
+import math
+import numbers
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neurovm.config import DEFAULT_CONFIG, ChipConfig
+from neurovm.config import BIAS_EXP_BITS, BIAS_MANT_BITS, DEFAULT_CONFIG, VTH_BITS, ChipConfig
 from neurovm.npzfile import load_npz, save_npz
 
 __all__ = ["ModelError", "SnnModel", "convert_onnx", "convert_pytorch", "load_model", "rate_code",
@@ -48,12 +51,85 @@ MODEL_VERSION = 1
 SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Relu", "Flatten", "Reshape", "Identity", "Dropout",
                  "Softmax (last)", "LogSoftmax (last)")
 _PASS_OPS = ("Flatten", "Reshape", "Identity", "Dropout")
-_BIAS_MANT_MAX = 4095
-_VTH_MANT_MAX = (1 << 17) - 1
+_BIAS_MANT_MIN = -(1 << (BIAS_MANT_BITS - 1))   # bias_mant: signed 13-bit field
+_BIAS_MANT_MAX = (1 << (BIAS_MANT_BITS - 1)) - 1
+_BIAS_EXP_MAX = (1 << BIAS_EXP_BITS) - 1
+_VTH_MANT_MAX = (1 << VTH_BITS) - 1
+MAX_STEPS = 1 << 16
+"""Most timesteps per sample: an input raster is ``steps x inputs`` booleans, so a file's ``steps``
+cannot make ``predict`` allocate without bound (a run of 65536 steps is ~20 minutes of a 50 Hz demo)."""
+#: On-disk dtype of each array of a ``.nvm`` layer; values are range-checked before the cast.
+_FILE_DTYPES = {"weight": np.int16, "bias_mant": np.int16, "bias_exp": np.int8}
 
 
 class ModelError(ValueError):
     """A model that cannot be converted, loaded or run; the message names what is wrong."""
+
+
+def _is_int(x) -> bool:
+    """A Python or NumPy integer (``bool`` is not a number here)."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_real(x) -> bool:
+    """A Python or NumPy real number (not ``bool``, not complex)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
+def _index(a: np.ndarray, flat: int) -> str:
+    idx = np.unravel_index(flat, a.shape) if a.ndim else ()
+    return "[" + ", ".join(str(int(i)) for i in idx) + "]"
+
+
+def _integer_array(x, what: str) -> np.ndarray:
+    """``x`` as an integer array; floats (NaN included), complex and objects are refused by name."""
+    try:
+        a = np.asarray(x)
+    except Exception as e:   # noqa: BLE001 - ragged lists and the like
+        raise ModelError(f"{what}: not an array of integers ({type(e).__name__}: {e})") from None
+    if a.dtype.kind not in "iu":
+        raise ModelError(f"{what}: must be integers, not dtype {a.dtype}"
+                         + (f" (e.g. {a.flat[0]!r} at {_index(a, 0)})" if a.size else ""))
+    return a
+
+
+def _check_range(a: np.ndarray, lo: int, hi: int, what: str, rule: str) -> None:
+    """Refuse the first value of integer array ``a`` outside ``lo..hi``, naming index and value."""
+    if not a.size:
+        return
+    bad = (a < lo) | (a > hi)
+    if bad.any():
+        k = int(np.argmax(bad.ravel()))
+        raise ModelError(f"{what} outside {lo}..{hi} ({rule}): value {int(a.flat[k])} at {_index(a, k)}")
+
+
+def real_array(x, what: str) -> np.ndarray:
+    """``x`` as a float64 array of finite real numbers, or a :class:`ModelError` naming the first bad value.
+
+    Parameters
+    ----------
+    x : array_like
+        Numbers (bool, integer or float dtypes).
+    what : str
+        The array's name in the message (e.g. ``"calibration data"``).
+    """
+    try:
+        a = np.asarray(x)
+    except Exception as e:   # noqa: BLE001 - ragged lists and the like
+        raise ModelError(f"{what}: not an array of numbers ({type(e).__name__}: {e})") from None
+    if a.dtype.kind == "c":
+        imag = np.flatnonzero(np.imag(a).ravel() != 0)
+        k = int(imag[0]) if imag.size else 0
+        raise ModelError(f"{what}: complex values are not accepted (dtype {a.dtype}; "
+                         f"{a.flat[k]!r} at {_index(a, k)})" if a.size else f"{what}: complex dtype {a.dtype}")
+    if a.dtype.kind not in "biuf":
+        raise ModelError(f"{what}: must be real numbers, not dtype {a.dtype}")
+    a = a.astype(np.float64)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        k = int(np.argmax(bad.ravel()))
+        raise ModelError(f"{what}: value {a.flat[k]} at {_index(a, k)} is not a finite number")
+    return a
 
 
 def rate_code(x: np.ndarray, steps: int) -> np.ndarray:
@@ -94,34 +170,49 @@ class SnnModel:
         return [int(self.weights[0].shape[1])] + [int(w.shape[0]) for w in self.weights]
 
     def _validate(self):
-        cfg = self.config
+        """Check every array and scalar against the chip's fields; integers only, nothing wrapped."""
+        if not isinstance(self.config, ChipConfig):
+            raise ModelError(f"config must be a ChipConfig, not {type(self.config).__name__}")
         n = len(self.weights)
         if n == 0:
             raise ModelError("the model has no layers")
         for name, seq in (("bias_mant", self.bias_mant), ("bias_exp", self.bias_exp), ("vth_mant", self.vth_mant)):
             if len(seq) != n:
                 raise ModelError(f"{name} has {len(seq)} entries for {n} layers")
-        for l, w in enumerate(self.weights):
-            w = np.asarray(w)
-            if w.ndim != 2:
-                raise ModelError(f"layer {l + 1}: weights must be 2-D (out, in), not shape {w.shape}")
-            if l and w.shape[1] != self.weights[l - 1].shape[0]:
-                raise ModelError(f"layer {l + 1}: takes {w.shape[1]} inputs but layer {l} has "
-                                 f"{self.weights[l - 1].shape[0]} neurons")
-            if w.size and (w.min() < cfg.weight_min or w.max() > cfg.weight_max):
-                raise ModelError(f"layer {l + 1}: weights outside {cfg.weight_min}..{cfg.weight_max} "
-                                 f"(weight_bits={cfg.weight_bits})")
-            bm, be = np.asarray(self.bias_mant[l]), np.asarray(self.bias_exp[l])
-            if bm.shape != (w.shape[0],) or be.shape != (w.shape[0],):
-                raise ModelError(f"layer {l + 1}: bias arrays must have shape ({w.shape[0]},)")
-            if np.abs(bm).max(initial=0) > _BIAS_MANT_MAX or be.min(initial=0) < 0 or be.max(initial=0) > 7:
-                raise ModelError(f"layer {l + 1}: bias_mant outside -4096..4095 or bias_exp outside 0..7")
-            if not 0 <= int(self.vth_mant[l]) <= _VTH_MANT_MAX:
-                raise ModelError(f"layer {l + 1}: vth_mant {self.vth_mant[l]} outside 0..{_VTH_MANT_MAX}")
-        if not (np.isfinite(self.input_scale) and self.input_scale > 0):
-            raise ModelError(f"input_scale must be a positive number, not {self.input_scale}")
-        if not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
-            raise ModelError(f"steps must be a positive integer, not {self.steps!r}")
+        self.weights = [_integer_array(w, f"layer {l + 1}: weights") for l, w in enumerate(self.weights)]
+        self.bias_mant = [_integer_array(b, f"layer {l + 1}: bias_mant") for l, b in enumerate(self.bias_mant)]
+        self.bias_exp = [_integer_array(b, f"layer {l + 1}: bias_exp") for l, b in enumerate(self.bias_exp)]
+        for l in range(n):
+            self._validate_layer(l)
+        self._validate_scalars()
+
+    def _validate_layer(self, l: int) -> None:
+        cfg, w = self.config, self.weights[l]
+        if w.ndim != 2:
+            raise ModelError(f"layer {l + 1}: weights must be 2-D (out, in), not shape {w.shape}")
+        if l and w.shape[1] != self.weights[l - 1].shape[0]:
+            raise ModelError(f"layer {l + 1}: takes {w.shape[1]} inputs but layer {l} has "
+                             f"{self.weights[l - 1].shape[0]} neurons")
+        _check_range(w, cfg.weight_min, cfg.weight_max, f"layer {l + 1}: weights", f"weight_bits={cfg.weight_bits}")
+        bm, be = self.bias_mant[l], self.bias_exp[l]
+        if bm.shape != (w.shape[0],) or be.shape != (w.shape[0],):
+            raise ModelError(f"layer {l + 1}: bias arrays must have shape ({w.shape[0]},), "
+                             f"not bias_mant {bm.shape}, bias_exp {be.shape}")
+        _check_range(bm, _BIAS_MANT_MIN, _BIAS_MANT_MAX, f"layer {l + 1}: bias_mant", f"{BIAS_MANT_BITS}-bit signed")
+        _check_range(be, 0, _BIAS_EXP_MAX, f"layer {l + 1}: bias_exp", f"{BIAS_EXP_BITS}-bit unsigned")
+        v = self.vth_mant[l]
+        if not _is_int(v) or not 0 <= int(v) <= _VTH_MANT_MAX:
+            raise ModelError(f"layer {l + 1}: vth_mant {v!r} must be an integer in 0..{_VTH_MANT_MAX} "
+                             f"({VTH_BITS}-bit unsigned)")
+
+    def _validate_scalars(self) -> None:
+        x = self.input_scale
+        if not (_is_real(x) and math.isfinite(float(x)) and float(x) > 0):
+            raise ModelError(f"input_scale must be a positive finite number, not {x!r}")
+        if not _is_int(self.steps) or not 1 <= int(self.steps) <= MAX_STEPS:
+            raise ModelError(f"steps must be an integer in 1..{MAX_STEPS}, not {self.steps!r}")
+        if not isinstance(self.meta, dict):
+            raise ModelError(f"meta must be a dict, not {type(self.meta).__name__}")
 
     # ---- the SNN ------------------------------------------------------------------------------
     def network(self):
@@ -148,10 +239,27 @@ class SnnModel:
 
     def encode(self, x: np.ndarray, steps: int | None = None) -> np.ndarray:
         """Input spike raster ``(steps, n_inputs)`` of one sample."""
-        x = np.asarray(x, dtype=np.float64).ravel()
+        x = real_array(x, "input sample").ravel()
         if x.size != self.sizes[0]:
             raise ModelError(f"an input sample has {x.size} values, the model takes {self.sizes[0]}")
-        return rate_code(x / self.input_scale, steps or self.steps)
+        return rate_code(x / self.input_scale, self._steps(steps))
+
+    def _inputs(self, x) -> np.ndarray:
+        """Samples ``(n, inputs)`` (one 1-D sample is accepted), finite real numbers only."""
+        x = real_array(x, "inputs")
+        if x.ndim == 1 and x.size == self.sizes[0]:
+            x = x[None, :]   # one sample
+        if x.ndim != 2 or x.shape[1] != self.sizes[0]:
+            raise ModelError(f"inputs must have shape (samples, {self.sizes[0]}), not {x.shape}")
+        return x
+
+    def _steps(self, steps) -> int:
+        """``steps`` (or the model's own), an integer in 1..MAX_STEPS."""
+        if steps is None:
+            return int(self.steps)
+        if not _is_int(steps) or not 1 <= int(steps) <= MAX_STEPS:
+            raise ModelError(f"steps must be an integer in 1..{MAX_STEPS}, not {steps!r}")
+        return int(steps)
 
     def predict(self, x, chip=None, backend: str = "emulator", steps: int | None = None, name: str = "model",
                 return_scores: bool = False, progress=None):
@@ -164,12 +272,8 @@ class SnnModel:
         """
         import neurovm
 
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim == 1 and x.size == self.sizes[0]:
-            x = x[None, :]   # one sample
-        if x.ndim != 2 or x.shape[1] != self.sizes[0]:
-            raise ModelError(f"inputs must have shape (samples, {self.sizes[0]}), not {x.shape}")
-        steps = steps or self.steps
+        x = self._inputs(x)
+        steps = self._steps(steps)
         chip = chip if chip is not None else neurovm.open(backend, self.config)
         if chip.config != self.config:
             raise ModelError("the chip's configuration differs from the one the model was converted for")
@@ -212,8 +316,8 @@ class SnnModel:
 
     def predict_reference(self, x, steps: int | None = None) -> np.ndarray:
         """The same SNN simulated directly in numpy, layer by layer (no chip): a cross-check."""
-        x = np.asarray(x, dtype=np.float64).reshape(-1, self.sizes[0])
-        steps = steps or self.steps
+        x = self._inputs(x)
+        steps = self._steps(steps)
         out = np.zeros(x.shape[0], dtype=np.int64)
         for i, sample in enumerate(x):
             spikes = self.encode(sample, steps)            # (steps, n)
@@ -237,39 +341,144 @@ class SnnModel:
 
     # ---- the .nvm file --------------------------------------------------------------------------
     def save(self, path) -> None:
-        """Write the model as ``.nvm`` (``.npz``: a JSON header plus the integer arrays; format version 1)."""
-        header = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "config": self.config.to_dict(),
-                  "layers": len(self.weights), "vth_mant": [int(v) for v in self.vth_mant],
-                  "input_scale": float(self.input_scale), "steps": int(self.steps), "meta": self.meta}
+        """Write the model as ``.nvm`` (``.npz``: a JSON header plus the integer arrays; format version 1).
+
+        Everything is checked before the target is touched (the model is re-validated, every
+        array is range-checked for its on-disk dtype, the header must be strict JSON, the
+        dense weights must respect the loader's limits), and the write is atomic: a failure
+        or a kill leaves the previous file intact.
+
+        Raises
+        ------
+        ModelError
+            Naming the file and what cannot be saved.
+        neurovm.atomic.SaveError
+            The folder is missing or the file cannot be written.
+        """
+        path = Path(path)
+        try:
+            self._validate()
+            _check_file_limits(self.config, self.sizes, [w.size for w in self.weights])
+            arrays = self._file_arrays()
+            header = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "config": self.config.to_dict(),
+                      "layers": len(self.weights), "vth_mant": [int(v) for v in self.vth_mant],
+                      "input_scale": float(self.input_scale), "steps": int(self.steps), "meta": self.meta}
+            try:
+                json.dumps(header["meta"], allow_nan=False)
+            except (TypeError, ValueError) as e:
+                raise ModelError(f"meta cannot be saved as strict JSON ({e})") from None
+        except ModelError as e:
+            raise ModelError(f"{path}: cannot save: {e}") from None
+        save_npz(path, header, arrays)
+
+    def _file_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of the file, each cast to its on-disk dtype only after a range check (no wrap)."""
         arrays = {}
         for l in range(len(self.weights)):
-            arrays[f"weight{l}"] = np.asarray(self.weights[l], dtype=np.int16)
-            arrays[f"bias_mant{l}"] = np.asarray(self.bias_mant[l], dtype=np.int16)
-            arrays[f"bias_exp{l}"] = np.asarray(self.bias_exp[l], dtype=np.int8)
-        save_npz(path, header, arrays)
+            for kind, seq in (("weight", self.weights), ("bias_mant", self.bias_mant), ("bias_exp", self.bias_exp)):
+                dtype = _FILE_DTYPES[kind]
+                info = np.iinfo(dtype)
+                _check_range(seq[l], int(info.min), int(info.max), f"layer {l + 1}: {kind}", f"saved as {info.dtype}")
+                arrays[f"{kind}{l}"] = np.asarray(seq[l]).astype(dtype)
+        return arrays
 
     @classmethod
     def load(cls, path) -> "SnnModel":
-        """Read a ``.nvm`` file; everything is re-checked, and a bad file is named with what is wrong."""
+        """Read a ``.nvm`` file; everything is re-checked, and a bad file is named with what is wrong.
+
+        The header is checked field by field (type, range, finiteness) and every array's
+        dtype and shape is checked from its ``.npy`` header against limits derived from the
+        file's ``ChipConfig`` before it is read (see :func:`_check_file_limits`).
+        """
         path = Path(path)
-        header, z = load_npz(path, MODEL_FORMAT, MODEL_VERSION, "NeuroVM model file", ModelError)
-        try:
-            n = int(header["layers"])
-            missing = [f"{k}{l}" for l in range(n) for k in ("weight", "bias_mant", "bias_exp")
-                       if f"{k}{l}" not in z.files]
-            if missing:
-                raise ModelError(f"{path}: truncated model file, array {missing[0]!r} is missing")
-            arrs = {k: [np.asarray(z[f"{k}{l}"], dtype=np.int64) for l in range(n)]
-                    for k in ("weight", "bias_mant", "bias_exp")}
-            return cls(arrs["weight"], arrs["bias_mant"], arrs["bias_exp"], list(header["vth_mant"]),
-                       float(header["input_scale"]), int(header["steps"]), ChipConfig.from_dict(header["config"]),
-                       header.get("meta", {}))
-        except KeyError as e:
-            raise ModelError(f"{path}: damaged model header, {e} is missing") from None
-        except ModelError as e:
-            raise e if str(e).startswith(str(path)) else ModelError(f"{path}: {e}") from None
-        except (ValueError, TypeError) as e:
-            raise ModelError(f"{path}: damaged model file ({e})") from None
+        header, members = load_npz(path, MODEL_FORMAT, MODEL_VERSION, "NeuroVM model file", ModelError)
+        with members:
+            try:
+                return cls._from_file(header, members)
+            except KeyError as e:
+                raise ModelError(f"{path}: damaged model header, {e} is missing") from None
+            except ModelError as e:
+                raise e if str(e).startswith(str(path)) else ModelError(f"{path}: {e}") from None
+
+    @classmethod
+    def _from_file(cls, header: dict, members) -> "SnnModel":
+        cfg = _header_config(header["config"])
+        n = header["layers"]
+        capacity = cfg.num_cores * cfg.neurons_per_core
+        if not _is_int(n) or not 1 <= n <= capacity - 1:
+            raise ModelError(f"header field 'layers' = {n!r}: must be an integer in 1..{capacity - 1} "
+                             f"(the chip holds {capacity} neurons, one layer needs at least one)")
+        missing = [f"{k}{l}" for l in range(n) for k in _FILE_DTYPES if f"{k}{l}" not in members]
+        if missing:
+            raise ModelError(f"truncated model file, array {missing[0]!r} is missing")
+        shapes = [_declared_shape(members, f"weight{l}") for l in range(n)]
+        sizes = [shapes[0][1]] + [s[0] for s in shapes]
+        for l in range(1, n):
+            if shapes[l][1] != shapes[l - 1][0]:
+                raise ModelError(f"array 'weight{l}' has shape {shapes[l]}: it must take the "
+                                 f"{shapes[l - 1][0]} outputs of 'weight{l - 1}' {shapes[l - 1]}")
+        _check_file_limits(cfg, sizes, [a * b for a, b in shapes])
+        arrs = {k: [members.integers(f"{k}{l}", ndim=2 if k == "weight" else 1,
+                                     max_shape=shapes[l] if k == "weight" else shapes[l][:1],
+                                     what=f"layer {l + 1} as declared by 'weight{l}'")
+                    for l in range(n)] for k in _FILE_DTYPES}
+        for k in ("bias_mant", "bias_exp"):
+            for l, a in enumerate(arrs[k]):
+                if a.shape != shapes[l][:1]:
+                    raise ModelError(f"array '{k}{l}' has shape {a.shape}, ({shapes[l][0]},) is required")
+        vth = header["vth_mant"]
+        if not isinstance(vth, list) or len(vth) != n:
+            raise ModelError(f"header field 'vth_mant' = {_short(vth)}: must be a list of {n} integers")
+        meta = header.get("meta", {})
+        return cls(arrs["weight"], arrs["bias_mant"], arrs["bias_exp"], vth, header["input_scale"],
+                   header["steps"], cfg, meta)
+
+
+def _short(x, limit: int = 60) -> str:
+    r = repr(x)
+    return r if len(r) <= limit else r[:limit] + "..."
+
+
+def _header_config(d) -> ChipConfig:
+    """The header's ``config`` as a :class:`ChipConfig`, or a ModelError naming the field and value."""
+    try:
+        return ChipConfig.from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"header field 'config': {e}") from None
+
+
+def _declared_shape(members, name: str) -> tuple[int, int]:
+    """Shape of weight array ``name`` from its ``.npy`` header (no data read), 2-D integers only."""
+    dtype, shape, _ = members.describe(name)
+    if dtype.kind not in "iu" or len(shape) != 2:
+        raise ModelError(f"array {name!r}: dtype {dtype}, shape {shape}; a 2-D integer array is required")
+    return shape
+
+
+def _check_file_limits(cfg: ChipConfig, sizes: list[int], weight_counts: list[int]) -> None:
+    """What a model for ``cfg`` can ever need: ``sizes`` (input first) and dense weight counts.
+
+    * every population (the input and each layer) has at least one neuron, and all of them
+      together fit the chip's ``num_cores x neurons_per_core`` neurons;
+    * the dense weight matrices together hold at most ``num_cores x synapses_per_core``
+      entries, the chip's whole synapse memory.
+
+    These bound what loading a file allocates, whatever its content claims.
+    """
+    neurons = cfg.num_cores * cfg.neurons_per_core
+    synapses = cfg.num_cores * cfg.synapses_per_core
+    if min(sizes) < 1:
+        where = sizes.index(min(sizes))
+        raise ModelError(f"{'the input' if where == 0 else f'layer {where}'} has {sizes[where]} neurons, "
+                         f"at least 1 is required")
+    if sum(sizes) > neurons:
+        raise ModelError(f"the layers have {sum(sizes)} neurons in all ({' + '.join(map(str, sizes))}); "
+                         f"the chip holds at most {neurons} (num_cores={cfg.num_cores} x "
+                         f"neurons_per_core={cfg.neurons_per_core})")
+    if sum(weight_counts) > synapses:
+        raise ModelError(f"the dense weight matrices have {sum(weight_counts)} entries in all; the chip's synapse "
+                         f"memory holds at most {synapses} (num_cores={cfg.num_cores} x "
+                         f"synapses_per_core={cfg.synapses_per_core})")
 
 
 def load_model(path) -> SnnModel:
@@ -278,15 +487,75 @@ def load_model(path) -> SnnModel:
 
 
 # ---- ONNX ----------------------------------------------------------------------------------------
-def _onnx_layers(model) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Dense layers ``(W (out, in), b)`` of a Gemm/MatMul+Add/Relu chain, checked node by node."""
-    from onnx import numpy_helper
+def _onnx_constants(g, cfg: ChipConfig) -> dict[str, np.ndarray]:
+    """Initializers and ``Constant`` node values as float64, each checked before and after it is read.
 
-    g = model.graph
-    init = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in g.initializer}
+    Before: its declared shape (no dimension below 0, at most ``num_cores x synapses_per_core``
+    elements: no dense layer of a model for this chip can be larger). After: every value
+    finite. Errors name the initializer and the first node that uses it.
+    """
+    limit = cfg.num_cores * cfg.synapses_per_core
+    users = _onnx_users(g)
+    tensors = [(f"initializer {t.name!r}", t.name, t) for t in g.initializer]
     for node in g.node:   # Constant nodes are initializers too
         if node.op_type == "Constant":
-            init[node.output[0]] = numpy_helper.to_array(node.attribute[0].t).astype(np.float64)
+            label = f"Constant node {node.name or node.output[0]!r}"
+            if len(node.attribute) != 1 or node.attribute[0].name != "value" or not node.output:
+                raise ModelError(f"{label}: only a tensor 'value' attribute is supported")
+            tensors.append((label, node.output[0], node.attribute[0].t))
+    return {name: _onnx_tensor(label + (f" (used by {users[name]})" if name in users else ""), t, limit, cfg)
+            for label, name, t in tensors}
+
+
+def _check_onnx_sizes(proto, cfg: ChipConfig) -> None:
+    """Refuse any initializer or Constant tensor whose declared shape no model for ``cfg`` can use
+    (see :func:`_check_dims`), before its data is read or checked."""
+    g = proto.graph
+    users = _onnx_users(g)
+    for t in g.initializer:
+        _check_dims(f"initializer {t.name!r}" + (f" (used by {users[t.name]})" if t.name in users else ""), t, cfg)
+    for node in g.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.HasField("t"):
+                    _check_dims(f"Constant node {node.name or node.output[0]!r}", a.t, cfg)
+
+
+def _onnx_users(g) -> dict[str, str]:
+    """Tensor name -> label of the first non-Constant node that reads it."""
+    users = {}
+    for k, node in enumerate(n for n in g.node if n.op_type != "Constant"):
+        for name in node.input:
+            users.setdefault(name, f"node {k} '{node.name or node.op_type}'")
+    return users
+
+
+def _check_dims(label: str, t, cfg: ChipConfig) -> None:
+    """At most ``num_cores x synapses_per_core`` elements (no dense layer of a model for this chip can be
+    larger: its file would be refused), no dimension below 0."""
+    limit = cfg.num_cores * cfg.synapses_per_core
+    dims = [int(d) for d in t.dims]
+    if any(d < 0 for d in dims) or math.prod(dims) > limit:
+        raise ModelError(f"{label}: shape {dims} ({math.prod(dims)} elements) is not possible for this chip: "
+                         f"at most {limit} elements (num_cores={cfg.num_cores} x "
+                         f"synapses_per_core={cfg.synapses_per_core}), no dimension below 0")
+
+
+def _onnx_tensor(label: str, t, limit: int, cfg: ChipConfig) -> np.ndarray:
+    from onnx import numpy_helper
+
+    _check_dims(label, t, cfg)
+    try:
+        a = numpy_helper.to_array(t)
+    except Exception as e:   # noqa: BLE001 - data that does not match its dims, unknown types
+        raise ModelError(f"{label}: unreadable tensor ({type(e).__name__}: {_first_line(e)})") from None
+    return real_array(a, label)
+
+
+def _onnx_layers(model, cfg: ChipConfig = DEFAULT_CONFIG) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Dense layers ``(W (out, in), b)`` of a Gemm/MatMul+Add/Relu chain, checked node by node."""
+    g = model.graph
+    init = _onnx_constants(g, cfg)
     inputs = [i for i in g.input if i.name not in init]
     if len(inputs) != 1:
         raise ModelError(f"the ONNX graph must have one data input, it has {len(inputs)} "
@@ -309,11 +578,13 @@ def _onnx_layers(model) -> list[tuple[np.ndarray, np.ndarray]]:
         if op == "Gemm":
             alpha = attrs["alpha"].f if "alpha" in attrs else 1.0
             beta = attrs["beta"].f if "beta" in attrs else 1.0
+            if not (math.isfinite(alpha) and math.isfinite(beta)):
+                raise ModelError(f"{label}: Gemm alpha={alpha}, beta={beta}: both must be finite numbers")
             if "transA" in attrs and attrs["transA"].i:
                 raise ModelError(f"{label}: Gemm with transA=1 is not supported")
             b_mat = init.get(node.input[1])
-            if b_mat is None:
-                raise ModelError(f"{label}: Gemm weights must be a constant initializer")
+            if b_mat is None or b_mat.ndim != 2:
+                raise ModelError(f"{label}: Gemm weights must be a 2-D constant initializer")
             w = (b_mat if ("transB" in attrs and attrs["transB"].i) else b_mat.T) * alpha
             bias = init.get(node.input[2], np.zeros(w.shape[0])) * beta if len(node.input) > 2 and node.input[2] \
                 else np.zeros(w.shape[0])
@@ -346,6 +617,9 @@ def _onnx_layers(model) -> list[tuple[np.ndarray, np.ndarray]]:
             raise ModelError(f"layer {l + 1}: takes {w.shape[1]} inputs, layer {l} gives {layers[l - 1][0].shape[0]}")
     if layers[-1][2]:
         raise ModelError("the last dense layer must not be followed by Relu (its outputs are the class scores)")
+    for l, (w, b, _) in enumerate(layers):
+        real_array(w, f"layer {l + 1}: weights (after Gemm alpha)")
+        real_array(b, f"layer {l + 1}: bias (after Gemm beta)")
     return [(w, b) for w, b, _ in layers]
 
 
@@ -359,32 +633,43 @@ def ann_forward(layers, x: np.ndarray) -> list[np.ndarray]:
 
 
 def _quantise(layers, calib: np.ndarray, cfg: ChipConfig, percentile: float, steps: int, meta: dict) -> SnnModel:
-    acts = ann_forward(layers, calib)
+    with np.errstate(over="ignore", invalid="ignore"):
+        acts = ann_forward(layers, calib)
+    for l, a in enumerate(acts[1:]):
+        real_array(a, f"layer {l + 1}: activations on the calibration data (overflow)")
     lam = [max(float(np.percentile(a[a > 0], percentile)) if (a > 0).any() else 1.0, 1e-9) for a in acts]
     wmax = cfg.weight_max
     weights, bm, be, vth = [], [], [], []
     for l, (w, b) in enumerate(layers):
-        wn = w * lam[l] / lam[l + 1]
-        bn = b / lam[l + 1]
+        with np.errstate(over="ignore", invalid="ignore"):
+            wn = real_array(w * lam[l] / lam[l + 1], f"layer {l + 1}: normalised weights (overflow)")
+            bn = real_array(b / lam[l + 1], f"layer {l + 1}: normalised bias (overflow)")
         scale = wmax / max(np.abs(wn).max(), 1e-12)
         scale = min(scale, _VTH_MANT_MAX)
-        weights.append(np.rint(wn * scale).astype(np.int64))
+        weights.append(np.rint(wn * scale).astype(np.int64))   # |wn * scale| <= wmax: no overflow
         vth.append(max(1, int(round(scale))))
-        braw = bn * scale * 64
-        exp = np.zeros(b.shape, dtype=np.int64)
-        while True:
-            mant = np.rint(braw / (1 << exp)).astype(np.int64)
-            over = np.abs(mant) > _BIAS_MANT_MAX
-            if not over.any() or exp.max() >= 7:
-                break
-            exp[over] += 1
-        if over.any():
-            raise ModelError(f"layer {l + 1}: a bias is too large for the chip even at bias_exp=7 "
-                             f"({float(np.abs(braw).max()):.0f} > {_BIAS_MANT_MAX << 7})")
+        mant, exp = _bias_fields(bn * scale * 64, f"layer {l + 1}")
         bm.append(mant)
         be.append(exp)
     meta = {**meta, "normalisation": [float(x) for x in lam], "percentile": percentile}
     return SnnModel(weights, bm, be, vth, lam[0], steps, cfg, meta)
+
+
+def _bias_fields(braw: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``bias_mant << bias_exp`` ~ ``braw`` with the smallest ``bias_exp`` per neuron; range checked
+    in floating point before any integer cast, so nothing wraps."""
+    exp = np.zeros(braw.shape, dtype=np.int64)
+    mant_f = np.rint(braw)
+    over = np.abs(mant_f) > _BIAS_MANT_MAX
+    while over.any() and exp.max() < _BIAS_EXP_MAX:
+        exp[over] += 1
+        mant_f = np.rint(braw / np.exp2(exp))
+        over = np.abs(mant_f) > _BIAS_MANT_MAX
+    if over.any():
+        k = int(np.argmax(over))
+        raise ModelError(f"{what}: bias of neuron {k} is too large for the chip even at bias_exp={_BIAS_EXP_MAX} "
+                         f"({float(braw[k]):.0f}, the most is {_BIAS_MANT_MAX << _BIAS_EXP_MAX})")
+    return mant_f.astype(np.int64), exp
 
 
 def _first_line(e: Exception) -> str:
@@ -405,7 +690,9 @@ def convert_onnx(model, calibration, config: ChipConfig = DEFAULT_CONFIG, percen
             path = Path(model)
             if not path.exists():
                 raise ModelError(f"{path}: no such file")
-            proto = onnx.load(str(path))
+            proto = onnx.load(str(path), load_external_data=False)
+            _check_onnx_sizes(proto, config)   # external data included, before it is read
+            onnx.load_external_data_for_model(proto, str(path.parent))
             source = path.name
         elif isinstance(model, (bytes, bytearray)):
             proto = onnx.load_from_string(bytes(model))
@@ -417,14 +704,27 @@ def convert_onnx(model, calibration, config: ChipConfig = DEFAULT_CONFIG, percen
         raise
     except Exception as e:   # noqa: BLE001 - protobuf DecodeError, truncated files...: one clear message
         raise ModelError(f"not a readable ONNX model ({type(e).__name__}: {_first_line(e)})") from None
+    if not isinstance(proto, onnx.ModelProto):
+        raise ModelError(f"expected an ONNX model (path, bytes or onnx.ModelProto), not {type(proto).__name__}")
+    _check_onnx_sizes(proto, config)
     try:
         onnx.checker.check_model(proto)
     except Exception as e:   # noqa: BLE001
         raise ModelError(f"invalid ONNX model (onnx.checker: {_first_line(e)})") from None
-    layers = _onnx_layers(proto)
-    calib = np.asarray(calibration, dtype=np.float64)
-    if calib.ndim != 2 or calib.shape[1] != layers[0][0].shape[1]:
-        raise ModelError(f"calibration data must have shape (samples, {layers[0][0].shape[1]}), not {calib.shape}")
+    try:
+        layers = _onnx_layers(proto, config)
+    except ModelError:
+        raise
+    except (ValueError, IndexError) as e:   # shapes that do not broadcast, nodes missing inputs
+        raise ModelError(f"the ONNX graph's shapes do not fit a chain of dense layers ({e})") from None
+    calib = real_array(calibration, "calibration data")
+    if calib.ndim != 2 or calib.shape[1] != layers[0][0].shape[1] or not calib.shape[0]:
+        raise ModelError(f"calibration data must have shape (samples, {layers[0][0].shape[1]}), not {calib.shape}"
+                         + (" (at least one sample)" if calib.ndim == 2 and not calib.shape[0] else ""))
+    if not (_is_real(percentile) and 0 < float(percentile) <= 100):
+        raise ModelError(f"percentile must be a number in (0, 100], not {percentile!r}")
+    if not _is_int(steps) or not 1 <= steps <= MAX_STEPS:
+        raise ModelError(f"steps must be an integer in 1..{MAX_STEPS}, not {steps!r}")
     return _quantise(layers, calib, config, percentile, steps, {"source": f"onnx:{source}",
                                                                  "layers": [list(w.shape) for w, _ in layers]})
 

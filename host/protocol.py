@@ -35,13 +35,94 @@ __all__ = [
     "encode_read_counters", "encode_reset", "encode_sync", "command_starts", "encode_nop", "resync_words",
     "ReadData", "Spike", "StepEnd", "Fault", "CountersMsg", "SyncAck", "ErrorMsg",
     "decode_output", "decode_spikes", "split_messages", "ProtocolError", "MAX_BURST",
+    "RequestError", "FramingError", "WordRangeError", "check_framing", "as_words", "check_int", "check_steps",
 ]
 
 MAX_BURST = 4095  # data words per WRITE/READ command
+WORD_MAX = 0xFFFF_FFFF
+
+
+class RequestError(ValueError):
+    """A request the host refuses before sending any word (a value that does not fit its
+    field, a bad step count, a stream that ends inside a command): nothing changed."""
+
+
+class FramingError(RequestError):
+    """A command word stream that ends inside a command (§8.1 lengths); nothing was sent."""
+
+
+def check_int(what: str, value, lo: int, hi: int | None = None) -> int:
+    """``value`` as an int if it is an integer (not a bool) in ``lo..hi``, else :class:`RequestError` naming ``what``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise RequestError(f"{what} must be an integer, not {value!r} ({type(value).__name__})")
+    if value < lo or (hi is not None and value > hi):
+        allowed = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise RequestError(f"{what}={int(value)} is outside {allowed}")
+    return int(value)
+
+
+class WordRangeError(RequestError):
+    """A value that is not an integer in the allowed range; ``index`` and ``value`` name it."""
+
+    def __init__(self, message: str, index: int, value, lo: int | None, hi: int | None):
+        self.index, self.value, self.lo, self.hi = index, value, lo, hi
+        super().__init__(message)
+
+    @classmethod
+    def of(cls, what: str, index: int, value, lo: int | None = None, hi: int | None = None) -> "WordRangeError":
+        why = f"{value!r} is not an integer" if lo is None else f"value {value} is outside {lo}..{hi}"
+        return cls(f"{what} {index}: {why}", index, value, lo, hi)
+
+
+def as_words(values, what: str = "word", lo: int = 0, hi: int = WORD_MAX) -> np.ndarray:
+    """``values`` as a flat int64 array, refusing (:class:`WordRangeError` naming ``what``, the
+    index and the value) any non-integer or any value outside ``lo..hi``: nothing is ever
+    wrapped, masked or truncated."""
+    arr = np.asarray(values)
+    flat = arr.ravel()
+    if arr.dtype.kind in "iu":
+        bad = np.flatnonzero((flat < lo) | (flat > hi))
+        if bad.size:
+            i = int(bad[0])
+            raise WordRangeError.of(what, i, int(flat[i]), lo, hi)
+        return flat.astype(np.int64)
+    if flat.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    items = flat.tolist()
+    for i, v in enumerate(items):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise WordRangeError.of(what, i, v)
+        if not lo <= v <= hi:
+            raise WordRangeError.of(what, i, v, lo, hi)
+    return np.array(items, dtype=np.int64)
+
+
+def check_framing(words) -> np.ndarray:
+    """Header positions of a command stream; :class:`FramingError` if it ends inside a command.
+
+    The error names the command (its position among the commands, its opcode and header),
+    the word it starts at, its length and how many words are missing.
+    """
+    words = as_words(words, "command word")
+    starts = command_starts(words)
+    if starts.size:
+        last = int(starts[-1])
+        need = command_length(int(words[last]))
+        have = words.size - last
+        if have < need:
+            op = (int(words[last]) >> 28) & 0xF
+            name = Opcode(op).name if op in Opcode._value2member_map_ else f"opcode {op}"
+            raise FramingError(f"the command stream ends inside command {starts.size - 1} ({name} header "
+                               f"0x{int(words[last]):08x} at word {last}): it has {need} words, {have} given, "
+                               f"{need - have} missing; nothing was sent")
+    return starts
 
 
 def _cmd(op: Opcode, **fields) -> int:
-    return COMMAND_FORMATS[op].pack(op=op, **fields)
+    fmt = COMMAND_FORMATS[op]
+    for name, value in fields.items():   # integers only, in range: never truncated, wrapped or masked
+        check_int(f"{fmt.name}.{name}", value, fmt[name].min, fmt[name].max)
+    return fmt.pack(op=op, **fields)
 
 
 def encode_nop() -> list[int]:
@@ -54,8 +135,27 @@ def resync_words() -> list[int]:
 
 
 def encode_write(vm: int, vcore: int, region: Region, addr: int, data: Sequence[int]) -> list[int]:
-    """WRITE commands for ``data`` at ``addr`` (split into bursts of at most 4095 words)."""
-    data = [int(x) & 0xFFFF_FFFF for x in np.asarray(data, dtype=np.int64).ravel()]
+    """WRITE commands for ``data`` at ``addr`` (split into bursts of at most 4095 words).
+
+    Every data value must be a 32-bit word, ``0 .. 2**32-1``; a signed value ``-2**31 .. -1``
+    is accepted (as its two's complement) only in a region whose word is one signed 32-bit
+    field (u, v, acc).  Anything else raises :class:`WordRangeError` naming the region, address and value.
+    """
+    where = f"WRITE VM {vm} vcore {vcore} {_region_name(region)}"
+    fields = REGIONS[Region(region)].fmt.fields if int(region) in Region._value2member_map_ else {}
+    signed32 = len(fields) == 1 and next(iter(fields.values())).signed and next(iter(fields.values())).width == 32
+    addr = check_int(f"{where} address", addr, 0, WORD_MAX)
+    try:
+        arr = as_words(data, "data word", -(1 << 31) if signed32 else 0, WORD_MAX)
+    except WordRangeError as e:
+        kind = "a signed 32-bit field" if signed32 else "a 32-bit memory word"
+        why = f"{e.value!r} is not an integer" if e.lo is None else \
+            f"value {e.value} is outside {e.lo}..{e.hi} ({kind})"
+        raise WordRangeError(f"{where}[{addr + e.index}]: {why}; nothing was sent", e.index, e.value, e.lo, e.hi) \
+            from None
+    if addr + arr.size - 1 > WORD_MAX:
+        raise RequestError(f"{where}: address {addr} + {arr.size} words passes the 32-bit address space")
+    data = (arr & WORD_MAX).tolist()
     out: list[int] = []
     for off in range(0, len(data), MAX_BURST):
         chunk = data[off : off + MAX_BURST]
@@ -67,6 +167,9 @@ def encode_write(vm: int, vcore: int, region: Region, addr: int, data: Sequence[
 
 def encode_read(vm: int, vcore: int, region: Region, addr: int, count: int) -> list[int]:
     """READ commands for ``count`` words (split into bursts of at most 4095 words)."""
+    where = f"READ VM {vm} vcore {vcore} {_region_name(region)}"
+    addr = check_int(f"{where} address", addr, 0, WORD_MAX)
+    count = check_int(f"{where}[{addr}] count", count, 1, WORD_MAX - addr + 1)
     out: list[int] = []
     for off in range(0, count, MAX_BURST):
         n = min(MAX_BURST, count - off)
@@ -80,6 +183,7 @@ def encode_inject(vm: int, vcore: int, axon: int) -> list[int]:
 
 def encode_run(steps: int, vm: int = HV_VM) -> list[int]:
     """RUN commands for ``steps`` timesteps (split into runs of at most 4095 steps)."""
+    steps = check_steps(steps)
     out: list[int] = []
     while steps > 0:
         n = min(steps, 4095)
@@ -90,6 +194,8 @@ def encode_run(steps: int, vm: int = HV_VM) -> list[int]:
 
 def encode_mmu_map(tvm: int, vcore: int, pcore: int = 0, perms: int = Perm.ALL, valid: bool = True,
                    vm: int = HV_VM) -> list[int]:
+    for name, value in (("tvm", tvm), ("vcore", vcore), ("pcore", pcore), ("perms", perms)):
+        check_int(f"MMU_MAP entry.{name}", value, MMU_ENTRY[name].min, MMU_ENTRY[name].max)
     entry = MMU_ENTRY.pack(tvm=tvm, vcore=vcore, valid=int(valid), perms=int(perms), pcore=pcore)
     return [_cmd(Opcode.MMU_MAP, vm=vm), entry]
 
@@ -103,6 +209,24 @@ def encode_reset(pcore: int | None = None, vm: int = HV_VM) -> list[int]:
     if pcore is None:
         return [_cmd(Opcode.RESET, vm=vm, scope=0, pcore=0)]
     return [_cmd(Opcode.RESET, vm=vm, scope=1, pcore=pcore)]
+
+
+def check_steps(steps) -> int:
+    """``steps`` as an int if it is a positive integer (not a bool); :class:`RequestError` otherwise.
+
+    The one rule every ``run`` API applies (``ChipClient.run``, ``Chip.run``, ``VM.run``).
+    """
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        shown = steps.item() if isinstance(steps, np.generic) else steps
+        raise RequestError(f"run: steps must be a positive integer, not {shown!r}")
+    return int(steps)
+
+
+def _region_name(region) -> str:
+    try:
+        return Region(region).name
+    except ValueError:
+        return f"region {region!r}"
 
 
 def command_starts(words) -> np.ndarray:

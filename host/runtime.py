@@ -17,12 +17,18 @@ The chip has one clock: a RUN steps every core, so every VM advances together
 is that with one VM's inputs).  Spikes are sorted to their owners; a VM never
 sees another VM's spikes, cores or counters -- the MMU enforces it in
 hardware, the runtime only keeps the tables.  Every refused request raises
-:class:`VMError` naming the VM and the reason, and leaves the chip as it was.
+:class:`VMError` (or, for a bad step count or value, :class:`RequestError`)
+naming the VM and the reason, and leaves the chip and the runtime's books
+exactly as they were: requests are validated completely before the first word
+is sent.  Every operation of several exchanges (create, load, run with inputs,
+relocate, destroy, telemetry...) holds the chip's lock, so a :class:`Chip` may
+be shared by threads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +37,8 @@ from neurovm.config import HV_VM
 from neurovm.formats import ARCH_COUNTERS, REGIONS, Counter, Region
 from neurovm.image import ImageError
 
-from .client import ChipClient, ChipError
+from . import protocol as P
+from .client import ChipClient, ChipError, RequestError
 
 __all__ = ["Chip", "VM", "VMError", "SpikeTrains"]
 
@@ -42,6 +49,16 @@ _STATE_REGIONS = (Region.STATE_U, Region.STATE_V, Region.STATE_REF, Region.ACC)
 
 class VMError(RuntimeError):
     """A tenant request the hypervisor refuses; the chip is left as it was."""
+
+
+def _atomic(method):
+    """Run ``method`` holding the chip's lock (a Chip's own, a VM's chip's): its exchanges
+    do not interleave with another thread's."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with (self.chip if isinstance(self, VM) else self).lock:
+            return method(self, *args, **kwargs)
+    return locked
 
 
 @dataclass
@@ -117,22 +134,26 @@ class Chip(ChipClient):
     @property
     def vms(self) -> list["VM"]:
         """Live VMs, by id."""
-        return [self._vms[i] for i in sorted(self._vms)]
+        with self.lock:
+            return [self._vms[i] for i in sorted(self._vms)]
 
     def vm(self, name: str) -> "VM":
         """The live VM called ``name``."""
-        for v in self._vms.values():
-            if v.name == name:
-                return v
+        with self.lock:
+            found = [v for v in self._vms.values() if v.name == name]
+        if found:
+            return found[0]
         raise VMError(f"no VM named {name!r}; live VMs: {[v.name for v in self.vms] or 'none'}")
 
     @property
     def free_cores(self) -> list[int]:
         """Physical cores no VM holds."""
-        used = {p for v in self._vms.values() for p in v.pcores}
+        with self.lock:
+            used = {p for v in self._vms.values() for p in v.pcores}
         return [p for p in range(self.config.num_cores) if p not in used]
 
     # ---- VM life cycle --------------------------------------------------------------
+    @_atomic
     def create_vm(self, name: str, cores: int = 1) -> "VM":
         """Allocate ``cores`` physical cores (close together on the mesh) to a new VM and map them
         as its vcores 0..cores-1.  Refuses (VMError) when the name is taken, no VM id is left,
@@ -142,7 +163,8 @@ class Chip(ChipClient):
             raise VMError(f"a VM needs a non-empty name, not {name!r}")
         if any(v.name == name for v in self._vms.values()):
             raise VMError(f"VM {name!r} already exists")
-        if not isinstance(cores, (int, np.integer)) or not 1 <= cores <= cfg.vcores_per_vm:
+        if isinstance(cores, (bool, np.bool_)) or not isinstance(cores, (int, np.integer)) \
+                or not 1 <= cores <= cfg.vcores_per_vm:
             raise VMError(f"VM {name!r}: cores must be 1..{cfg.vcores_per_vm} (vcores_per_vm), not {cores!r}")
         ids = [i for i in range(cfg.max_vms) if i not in self._vms]
         if not ids:
@@ -153,16 +175,21 @@ class Chip(ChipClient):
             raise VMError(f"VM {name!r}: the chip is full, {cores} cores asked, {len(free)} free "
                           f"of {cfg.num_cores}")
         vm = VM(self, ids[0], name, _compact_cores(free, int(cores), cfg))
+        mapped: list[int] = []
         try:
             for vc, pc in enumerate(vm.pcores):
                 self.reset(pc)          # a fresh VM starts from zeroed memories and counters
                 self.map(vm.id, vc, pc)
+                mapped.append(vc)
         except ChipError as e:
+            for vc in mapped:           # give back the entries already made
+                self.unmap(vm.id, vc)
             vm._release()
             raise VMError(f"VM {name!r}: the chip refused its MMU entries ({e})") from None
         self._vms[vm.id] = vm
         return vm
 
+    @_atomic
     def reset(self, pcore: int | None = None) -> None:
         """Reset the whole chip (which also ends every VM), or scrub one physical core."""
         super().reset(pcore)
@@ -172,6 +199,7 @@ class Chip(ChipClient):
             self._vms.clear()
 
     # ---- running ---------------------------------------------------------------------
+    @_atomic
     def run(self, steps: int, inputs: dict | None = None, inject: dict | None = None):
         """Run ``steps`` timesteps of the whole chip.
 
@@ -183,13 +211,21 @@ class Chip(ChipClient):
         inject : dict, optional
             Low-level ``{step: [(vm id, vcore, axon), ...]}`` (see
             :meth:`ChipClient.run`); without ``inputs`` the raw :class:`RunResult`
-            is returned.
+            is returned.  With ``inputs`` these spikes are injected too.
+
+        Raises
+        ------
+        RequestError
+            ``steps`` is not a positive integer (bool included), or an ``inject`` entry is bad.
+        VMError
+            An input names a VM that is not live on this chip, or is wrong for its VM.
         """
+        steps = P.check_steps(steps)
         if inputs is None:
             return super().run(steps, inject)
-        if not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise VMError(f"steps must be a positive integer, not {steps!r}")
-        plan: dict[int, list] = {}
+        if not isinstance(inputs, dict):
+            raise VMError(f"inputs must be a dict {{vm: {{population: spikes}}}}, not {type(inputs).__name__}")
+        plan: dict[int, list] = {s: list(v) for s, v in (inject or {}).items()}
         for vm, vin in inputs.items():
             if not isinstance(vm, VM) or self._vms.get(vm.id) is not vm:
                 raise VMError(f"{vm!r} is not a live VM of this chip")
@@ -209,6 +245,7 @@ class Chip(ChipClient):
             vm.steps_run += int(steps)
         return out
 
+    @_atomic
     def status(self) -> list[dict]:
         """One row per live VM: id, name, physical cores, network size and telemetry."""
         rows = []
@@ -254,36 +291,22 @@ class VM:
         self.chip._vms.pop(self.id, None)
 
     # ---- loading ------------------------------------------------------------------------
+    @_atomic
     def load(self, network, weight_exp: int = 0) -> "VM":
         """Map (if needed) and load a network onto this VM's cores.
 
         ``network`` is a networkx ``DiGraph``, a :class:`neurovm.mapper.Network`, a
-        :class:`~neurovm.mapper.MappedNetwork`, or the path of a ``.nvmap`` file.  If
-        anything fails (it does not fit, the file is bad, the chip refuses a word),
-        the VM's cores are scrubbed and it is left empty -- never half loaded.
+        :class:`~neurovm.mapper.MappedNetwork`, or the path of a ``.nvmap`` file.
+        Everything is validated before the first word is sent (it fits the VM, the file
+        is good, the placement names each of the VM's cores at most once, every image is
+        legal for this chip): a refused load raises :class:`VMError` and leaves the chip
+        and the VM as they were (a network loaded before stays loaded and working).  If
+        the chip still refuses a word while loading, the VM's cores are scrubbed and it is
+        left empty -- never half loaded.
         """
-        from neurovm.mapper import MapError, MappedNetwork, map_network
-
         self._check_alive()
-        cfg = self.chip.config
-        try:
-            if isinstance(network, (str, Path)):
-                network = MappedNetwork.load(network)
-            if isinstance(network, MappedNetwork):
-                mapped = network
-                if mapped.config != cfg:
-                    diff = [k for k, v in mapped.config.to_dict().items() if cfg.to_dict().get(k) != v]
-                    raise VMError(f"VM {self.name!r}: the network was mapped for another chip configuration "
-                                  f"({', '.join(f'{k}={getattr(mapped.config, k)} here {getattr(cfg, k)}' for k in diff)})")
-                if len(mapped.images) > len(self.pcores):
-                    raise VMError(f"VM {self.name!r}: the network needs {len(mapped.images)} cores, the VM has "
-                                  f"{len(self.pcores)}")
-                if not set(int(p) for p in mapped.pcore_of_vcore) <= set(self.pcores):
-                    mapped = _replace(mapped, self.pcores)
-            else:
-                mapped = map_network(network, cfg, free_cores=self.pcores, weight_exp=weight_exp)
-        except MapError as e:
-            raise VMError(f"VM {self.name!r}: {e}") from None
+        mapped = self._prepare(network, weight_exp)
+        self.mapped = None      # from here on the cores no longer hold the old network
         self._scrub()
         try:
             # vcores follow the placement; the VM's other cores stay mapped after them
@@ -299,6 +322,50 @@ class VM:
         self.mapped = mapped
         return self
 
+    def _prepare(self, network, weight_exp: int):
+        """The network as a :class:`MappedNetwork` placed on this VM's cores, fully validated;
+        :class:`VMError` naming what is wrong otherwise.  Sends nothing."""
+        from neurovm.mapper import MapError, MappedNetwork, Network, map_network
+
+        cfg = self.chip.config
+        try:
+            if isinstance(network, (str, Path)):
+                network = _read_mapped(network)
+            if isinstance(network, MappedNetwork):
+                mapped = self._placed(network)
+            elif isinstance(network, Network) or _is_digraph(network):
+                mapped = map_network(network, cfg, free_cores=self.pcores, weight_exp=weight_exp)
+            else:
+                raise VMError(f"VM {self.name!r}: cannot load a {type(network).__name__}; give a networkx "
+                              "DiGraph, a Network, a MappedNetwork or the path of a .nvmap file")
+        except (MapError, ImageError) as e:
+            raise VMError(f"VM {self.name!r}: {e}") from None
+        _check_mapped(mapped, cfg, self.pcores, f"VM {self.name!r}")
+        # a private copy of the placement: relocation updates it without touching the caller's object
+        return replace(mapped, pcore_of_vcore=np.asarray(mapped.pcore_of_vcore, dtype=np.int64).copy())
+
+    def _placed(self, mapped):
+        """A MappedNetwork checked against this VM and re-placed onto its cores if placed elsewhere."""
+        cfg = self.chip.config
+        who = f"VM {self.name!r}"
+        if mapped.config != cfg:
+            diff = [k for k, v in mapped.config.to_dict().items() if cfg.to_dict().get(k) != v]
+            raise VMError(f"{who}: the network was mapped for another chip configuration "
+                          f"({', '.join(f'{k}={getattr(mapped.config, k)} here {getattr(cfg, k)}' for k in diff)})")
+        if len(mapped.images) > len(self.pcores):
+            raise VMError(f"{who}: the network needs {len(mapped.images)} cores, the VM has {len(self.pcores)}")
+        placement = _placement_list(mapped, who)
+        if len(placement) != len(mapped.images):
+            raise VMError(f"{who}: the network's placement pcore_of_vcore {placement} has {len(placement)} "
+                          f"entries for {len(mapped.images)} vcores")
+        twice = sorted({p for p in placement if placement.count(p) > 1})
+        if twice:
+            raise VMError(f"{who}: the network's placement pcore_of_vcore {placement} names core "
+                          f"{twice[0]} more than once (a physical core holds one vcore)")
+        if not set(placement) <= set(self.pcores):
+            mapped = _replace(mapped, self.pcores)
+        return mapped
+
     def _remap(self, order: list[int]) -> None:
         """Make vcore i -> order[i] (unmap all first: a pcore can only have one owner)."""
         for vc in range(len(self.pcores)):
@@ -307,6 +374,7 @@ class VM:
             self.chip.map(self.id, vc, pc)
         self.pcores = list(order)
 
+    @_atomic
     def _scrub(self) -> None:
         """Zero every core of the VM (memories and counters), keeping the counts in the VM's telemetry."""
         self._counter_base += self._core_counters().sum(axis=0)
@@ -338,10 +406,12 @@ class VM:
                 if ids.size != 1:
                     raise VMError(f"VM {self.name!r}: input {key!r} names {ids.size} neurons; give a "
                                   f"(steps, {ids.size}) boolean raster")
-                t = arr.astype(np.int64).ravel()
+                try:
+                    t = P.as_words(arr, "spike time", 0, steps - 1)
+                except RequestError as e:
+                    raise VMError(f"VM {self.name!r}: input {key!r}: {e} (spike times are steps "
+                                  f"0..{steps - 1} of this run)") from None
                 j = np.zeros(t.size, dtype=np.int64)
-                if t.size and (t.min() < 0 or t.max() >= steps):
-                    raise VMError(f"VM {self.name!r}: input {key!r} has spike times outside 0..{steps - 1}")
             src, vcore, axon = self.mapped.fanout_of(ids)
             for s, jj in zip(t.tolist(), j.tolist()):
                 sel = src == ids[jj]
@@ -357,11 +427,13 @@ class VM:
         spiked at step ``s-1``: it is integrated at step ``s``.
         Other VMs on the chip advance too (one clock); their spikes are not returned here.
         """
+        steps = P.check_steps(steps)
         self._check_alive()
         if self.mapped is None:
             raise VMError(f"VM {self.name!r}: no network loaded")
         return self.chip.run(steps, {self: inputs or {}})[self]
 
+    @_atomic
     def reset_state(self) -> None:
         """Zero u, v, ref and acc of every neuron (the network stays loaded)."""
         self._check_alive()
@@ -370,6 +442,7 @@ class VM:
             for region in _STATE_REGIONS:
                 self.chip.write(self.id, vc, region, 0, np.zeros(n, dtype=np.int64))
 
+    @_atomic
     def state(self) -> dict[str, np.ndarray]:
         """u, v, ref and acc of every neuron of the loaded network, by global id."""
         self._check_alive()
@@ -388,6 +461,7 @@ class VM:
         return np.array([self.chip.counters(self.id, vc) for vc in range(len(self.pcores))], dtype=np.int64) \
             .reshape(len(self.pcores), len(Counter))
 
+    @_atomic
     def telemetry(self) -> dict:
         """The VM's counters summed over its cores (and cores it gave back), and the energy estimate."""
         from neurovm.emulator.energy import EnergyModel
@@ -400,11 +474,16 @@ class VM:
         return out
 
     # ---- relocation and teardown ----------------------------------------------------------------
+    @_atomic
     def relocate(self, vcore: int, pcore: int) -> None:
         """Move ``vcore`` to the free physical core ``pcore``: copy all its memories (network and
         state), point the MMU at the new core, scrub the old one.  Nothing is recompiled: fan-out
         tables name virtual cores, so the network runs on unchanged."""
         self._check_alive()
+        for what, value in (("vcore", vcore), ("pcore", pcore)):
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise VMError(f"VM {self.name!r}: relocate: {what} must be an integer, not {value!r}")
+        vcore, pcore = int(vcore), int(pcore)
         if not 0 <= vcore < len(self.pcores):
             raise VMError(f"VM {self.name!r}: vcore {vcore} does not exist (it has {len(self.pcores)})")
         if pcore not in self.chip.free_cores:
@@ -427,6 +506,7 @@ class VM:
             self.mapped.pcore_of_vcore = self.mapped.pcore_of_vcore.copy()
             self.mapped.pcore_of_vcore[vcore] = pcore
 
+    @_atomic
     def destroy(self) -> None:
         """Unmap and scrub every core of the VM and give them back to the chip."""
         self._check_alive()
@@ -434,6 +514,56 @@ class VM:
             self.chip.unmap(self.id, vc)
             self.chip.reset(pc)
         self._release()
+
+
+def _is_digraph(x) -> bool:
+    try:
+        import networkx as nx
+    except ImportError:
+        return False
+    return isinstance(x, nx.DiGraph)
+
+
+def _read_mapped(path):
+    """A ``.nvmap`` file as a MappedNetwork; VMError naming the file if it cannot be read."""
+    from neurovm.mapper import MapError, MappedNetwork
+
+    try:
+        return MappedNetwork.load(path)
+    except (MapError, ImageError):
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise MapError(f"{path}: not a readable mapped-network file ({type(e).__name__}: {e})") from None
+
+
+def _placement_list(mapped, who: str) -> list[int]:
+    try:
+        return P.as_words(np.asarray(mapped.pcore_of_vcore).ravel(), "pcore_of_vcore entry", 0, 1 << 16).tolist()
+    except RequestError as e:
+        raise VMError(f"{who}: the network's placement: {e}") from None
+
+
+def _check_mapped(mapped, cfg, pcores: list[int], who: str) -> None:
+    """VMError unless ``mapped`` can be loaded onto ``pcores`` as it is: vcores 0..k-1, each
+    placed on a distinct core of the VM, every image legal for ``cfg``, neurons on real vcores."""
+    k = len(mapped.images)
+    if sorted(mapped.images) != list(range(k)):
+        raise VMError(f"{who}: the network's images are for vcores {sorted(mapped.images)}, not 0..{k - 1}")
+    placement = _placement_list(mapped, who)
+    if len(placement) != k or len(set(placement)) != k or not set(placement) <= set(pcores):
+        raise VMError(f"{who}: the network's placement pcore_of_vcore {placement} is not {k} distinct cores "
+                      f"of the VM's {sorted(pcores)}")
+    for vc, img in mapped.images.items():
+        try:
+            img.region_words(cfg)
+        except ImageError as e:
+            raise VMError(f"{who}: the image of vcore {vc} is illegal: {e}") from None
+    core_of, local = np.asarray(mapped.core_of), np.asarray(mapped.local)
+    if core_of.shape != local.shape or (core_of.size and (core_of.min() < 0 or core_of.max() >= k
+                                                          or local.min() < 0
+                                                          or local.max() >= cfg.neurons_per_core)):
+        raise VMError(f"{who}: the network's neuron table (core_of, local) names vcores or neurons that "
+                      f"its {k} images do not have")
 
 
 def _replace(mapped, pcores: list[int]):

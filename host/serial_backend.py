@@ -8,6 +8,11 @@ and waits for its acknowledgement before sending the next: the chip has then
 drained everything, and the next window fits.  (A single command longer than
 the window -- a long WRITE -- is sent alone: the chip consumes WRITE data at
 clock speed, far faster than the line delivers it.)
+
+The window comes from the bridge's FIFO depth (:func:`neurovm.fpga.boards.host_window`,
+docs/architecture.md §21); a window the FIFO cannot hold is refused.  A device
+path is opened exclusively (POSIX ``flock``): a second process gets a
+"port busy" :class:`BridgeError` instead of interleaving its words with ours.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import time
 import numpy as np
 
 from neurovm.config import ChipConfig
+from neurovm.fpga.boards import DEFAULT_FIFO_DEPTH, host_window
 
 from .backend import Backend
 from .protocol import command_starts
@@ -54,27 +60,29 @@ class SerialBackend(Backend):
     config : ChipConfig
         The configuration the bitstream was built with (the bridge cannot report it).
     baud : int
-    window : int
-        Command words in flight at most (below the bridge's FIFO depth).
+    window : int, optional
+        Command words in flight at most; default :func:`~neurovm.fpga.boards.host_window`
+        of ``fifo_depth``.  A window of ``fifo_depth`` words or more is refused.
     timeout : float
         Seconds without any output before an exchange gives up.
+    fifo_depth : int
+        Command words the bridge's FIFO holds (the board's ``BoardSpec.fifo_depth``).
+    board : str, optional
+        The board's name, for messages.
     """
 
     name = "fpga"
 
-    def __init__(self, port: str, config: ChipConfig, baud: int = 115200, window: int = 448,
-                 timeout: float = 5.0):
+    def __init__(self, port: str, config: ChipConfig, baud: int = 115200, window: int | None = None,
+                 timeout: float = 5.0, fifo_depth: int = DEFAULT_FIFO_DEPTH, board: str | None = None):
         super().__init__()
-        import serial
-
         self.config = config
         self.port_name = port
-        self.window = int(window)
+        self.fifo_depth = fifo_depth
+        self.baud = baud
+        self.window = _checked_window(window, fifo_depth, board)
         self.timeout = float(timeout)
-        try:
-            self.port = serial.serial_for_url(port, baudrate=baud, timeout=0.02)
-        except (serial.SerialException, OSError, ValueError) as e:
-            raise BridgeError(f"{port}: cannot open the serial port ({e})") from None
+        self.port = _open_port(port, baud)
         self._rx = bytearray()
 
     def send(self, words: np.ndarray) -> None:
@@ -102,5 +110,46 @@ class SerialBackend(Backend):
         return np.concatenate([super(SerialBackend, self).exchange(w) for w in windows(words, self.window)]) \
             .astype(np.uint32)
 
+    def resync(self) -> int:
+        """Drop buffered input, pause so the bridge drops a partly received word
+        (§21: ``gap_bits`` of idle line), then resynchronise the parser (§8.1)."""
+        self._rx.clear()
+        self.port.reset_input_buffer()
+        time.sleep(max(0.01, 80.0 / self.baud))   # twice the bridge's 40-bit gap
+        return super().resync()
+
     def close(self) -> None:
         self.port.close()
+
+
+def _checked_window(window, fifo_depth: int, board: str | None) -> int:
+    """The window to use: ``host_window(fifo_depth)`` by default; ValueError naming the board,
+    the FIFO and the window if an explicit one is not an integer in ``1 .. fifo_depth - 1``."""
+    of = f"board {board!r}'s bridge FIFO" if board else "the bridge FIFO"
+    safe = host_window(fifo_depth)
+    if window is None:
+        return safe
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(f"serial window must be a positive integer, not {window!r}")
+    if window >= fifo_depth:
+        raise ValueError(f"serial window {window} words does not fit {of} of {fifo_depth} words "
+                         f"(a window and its SYNC must fit; the safe window is {safe})")
+    return int(window)
+
+
+def _open_port(port: str, baud: int):
+    """Open ``port`` (exclusively if it is a device path on POSIX); BridgeError naming it otherwise."""
+    import os
+
+    import serial
+
+    exclusive = os.name == "posix" and "://" not in port
+    try:
+        if exclusive:
+            return serial.serial_for_url(port, baudrate=baud, timeout=0.02, exclusive=True)
+        return serial.serial_for_url(port, baudrate=baud, timeout=0.02)
+    except (serial.SerialException, OSError, ValueError) as e:
+        if "exclusively lock" in str(e):
+            raise BridgeError(f"port busy: {port} is open in another process or handle (close it first; "
+                              f"{e})") from None
+        raise BridgeError(f"{port}: cannot open the serial port ({e})") from None

@@ -6,17 +6,27 @@
 where the key hashes the Verilog, the harness and the trace option -- so it
 is rebuilt exactly when the HDL or the configuration changes.  The library is
 driven through ctypes with a batch API: no Python call per clock.
+
+The cache is safe for several processes: a build holds an exclusive
+``fcntl.flock`` on ``<key>.lock`` in the cache folder, builds into a temporary
+folder and renames it to ``<key>/`` when complete; a process that waited for
+the lock finds the finished model and uses it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -29,6 +39,7 @@ __all__ = ["VerilatorBackend", "VerilatedChip", "build_model"]
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "sim" / "harness.cpp"
 BUILD_ROOT = ROOT / "build" / "sim"
+LIB_NAME = "libneurochip.so"
 TOP = "chip_pins"
 # C++ optimisation of the model (make variables of verilated.mk) and Verilator's own options
 OPT_FAST = os.environ.get("NEUROVM_OPT_FAST", "-O3 -march=native")
@@ -44,36 +55,86 @@ def _log(msg: str, quiet: bool):
 _BUILT: dict[tuple, Path] = {}
 
 
-def build_model(config: ChipConfig = DEFAULT_CONFIG, trace: bool = False, quiet: bool = True) -> Path:
+def build_model(config: ChipConfig = DEFAULT_CONFIG, trace: bool = False, quiet: bool = True,
+                cache_root: Path | str | None = None) -> Path:
     """Build (or reuse) the Verilated model of ``config``; return the shared library's path.
 
     Within one process the answer is memoized (generating the Verilog to hash it
-    takes seconds); across processes the on-disk cache is keyed by the Verilog.
+    takes seconds); across processes the on-disk cache under ``cache_root``
+    (default ``build/sim``) is keyed by the Verilog, and two processes building the
+    same model at once build it once (see :func:`cached_build`).
     """
-    key = (tuple(sorted(config.to_dict().items())), trace)
+    root = Path(cache_root) if cache_root is not None else BUILD_ROOT
+    key = (tuple(sorted(config.to_dict().items())), trace, str(root))
     if key in _BUILT and _BUILT[key].exists():
         return _BUILT[key]
-    _BUILT[key] = lib = _build_model(config, trace, quiet)
+    _BUILT[key] = lib = _build_model(config, trace, quiet, root)
     return lib
 
 
-def _build_model(config: ChipConfig, trace: bool, quiet: bool) -> Path:
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def cached_build(root: Path, key: str, build: Callable[[Path], None], product: str = LIB_NAME) -> Path:
+    """``root/key/product``, built by ``build(folder)`` unless it exists; safe across processes.
+
+    The build runs under an exclusive lock on ``root/key.lock``, into a temporary folder
+    of ``root`` that is renamed to ``root/key`` only once ``build`` has returned (so
+    ``root/key`` is always complete); a process that waited for the lock rechecks and
+    reuses the finished product.  A failed build leaves nothing behind.
+    """
+    out_dir = Path(root) / key
+    if (out_dir / product).exists():
+        return out_dir / product
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(out_dir.parent / f"{key}.lock"):
+        if (out_dir / product).exists():          # built by another process while we waited
+            return out_dir / product
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.building-", dir=out_dir.parent))
+        try:
+            build(tmp)
+            if not (tmp / product).exists():
+                raise RuntimeError(f"the build in {tmp} did not produce {product}")
+            if out_dir.exists():                  # an incomplete folder from an older, unlocked build
+                shutil.rmtree(out_dir)
+            os.rename(tmp, out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir / product
+
+
+def _build_model(config: ChipConfig, trace: bool, quiet: bool, root: Path = BUILD_ROOT) -> Path:
     from amaranth.back import verilog
 
     from neurovm.hdl.chip import ChipPins
-    from neurovm.hdl.toolchain import verilator_env, verilator_root
 
     text = verilog.convert(ChipPins(config, reset_less=True), name=TOP, emit_src=False)
     key = hashlib.sha256(text.encode() + HARNESS.read_bytes() + (b"trace" if trace else b"")
                          + f"{OPT_FAST}|{OPT_SLOW}|{VERILATOR_OPT}".encode()).hexdigest()[:16]
-    out_dir = BUILD_ROOT / key
-    lib = out_dir / "libneurochip.so"
-    if lib.exists():
-        return lib
-    t0 = time.time()
-    _log(f"building the Verilator model of {config.mesh_width}x{config.mesh_height} cores into {out_dir} "
-         "(once per HDL/config change; about a minute)", quiet)
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def build(out_dir: Path) -> None:
+        t0 = time.time()
+        _log(f"building the Verilator model of {config.mesh_width}x{config.mesh_height} cores into "
+             f"{root / key} (once per HDL/config change; about a minute)", quiet)
+        _compile_model(text, out_dir, trace)
+        _log(f"model built in {time.time() - t0:.0f} s", quiet)
+
+    return cached_build(root, key, build)
+
+
+def _compile_model(text: str, out_dir: Path, trace: bool) -> None:
+    """Verilate ``text`` and link it with the harness into ``out_dir/libneurochip.so``."""
+    from neurovm.hdl.toolchain import verilator_env, verilator_root
+
+    lib = out_dir / LIB_NAME
     (out_dir / f"{TOP}.v").write_text(text)
     env = verilator_env()
     obj = out_dir / "obj"
@@ -91,8 +152,6 @@ def _build_model(config: ChipConfig, trace: bool, quiet: bool) -> Path:
           str(obj / "Vchip_pins__ALL.a"), str(obj / "libverilated.a"), "-o", str(lib.with_suffix(".tmp")),
           "-lpthread"], out_dir, env, "link")
     lib.with_suffix(".tmp").replace(lib)
-    _log(f"model built in {time.time() - t0:.0f} s", quiet)
-    return lib
 
 
 def _run(cmd, cwd, env, what):

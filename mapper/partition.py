@@ -14,7 +14,6 @@ table overflows, then runs a local search on the volume and keeps the better.
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import numpy as np
@@ -24,7 +23,7 @@ from neurovm.config import ChipConfig
 from .network import NetArrays
 
 __all__ = ["MapError", "resource_use", "packet_volume", "contiguous_partition", "refine", "partition",
-           "bisection_order", "LIMITS"]
+           "bisection_order", "default_work_budget", "LIMITS"]
 
 #: (name used in reports, ChipConfig attribute)
 LIMITS = (("neurons", "neurons_per_core"), ("synapses", "synapses_per_core"),
@@ -140,17 +139,47 @@ def _csr(keys: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.nda
 
 
 def refine(net: NetArrays, cfg: ChipConfig, core_of: np.ndarray, ncores: int, passes: int = 8,
-           seed: int = 0, deadline: float | None = None) -> np.ndarray:
+           seed: int = 0, work_budget: int | None = None) -> np.ndarray:
     """Local search on the packet volume: move single neurons to the core that lowers
     ``sum_u rate_u * |foreign cores reached by u|`` most, keeping every limit.
 
     Candidate cores for a neuron are the cores of its sources and targets;
     gains and limit checks are evaluated on arrays for all candidates at once.
+
+    Parameters
+    ----------
+    passes : int
+        Most passes over the neurons (each in a random order drawn from ``seed``);
+        the search also stops after a pass that moves nothing.
+    seed : int
+        Seed of the visiting order.
+    work_budget : int, optional
+        Most neuron visits to make (the work unit: one neuron considered for a move,
+        all its candidate cores evaluated; a pass costs ``n``); ``None``: no bound
+        besides ``passes``.  The search stops when it is spent, so the result depends
+        on the inputs only, never on the machine or its load.
     """
+    return _refine(net, cfg, core_of, ncores, passes, seed, _check_work_budget(work_budget, "refine"))[0]
+
+
+def _check_work_budget(work_budget, where: str) -> int | None:
+    """``work_budget`` as an int (or None); a float, bool or negative value is a :class:`MapError` naming it."""
+    if work_budget is None:
+        return None
+    if isinstance(work_budget, (bool, np.bool_)) or not isinstance(work_budget, (int, np.integer)) \
+            or work_budget < 0:
+        raise MapError(f"{where}: work_budget must be a whole number of work units >= 0, or None for the default; "
+                       f"got {work_budget!r}")
+    return int(work_budget)
+
+
+def _refine(net: NetArrays, cfg: ChipConfig, core_of: np.ndarray, ncores: int, passes: int, seed: int,
+            work_budget: int | None) -> tuple[np.ndarray, int]:
+    """:func:`refine`; also returns the work units spent."""
     core_of = np.asarray(core_of, dtype=np.int64).copy()
     k, n = ncores, net.n
     if k <= 1 or net.src.size == 0:
-        return core_of
+        return core_of, 0
     N, S, A, F = cfg.neurons_per_core, cfg.synapses_per_core, cfg.axons_per_core, cfg.fanout_per_core
     r = net.rate.astype(np.float64)
     pstart, preds = _csr(net.dst, net.src, n)
@@ -163,12 +192,15 @@ def refine(net: NetArrays, cfg: ChipConfig, core_of: np.ndarray, ncores: int, pa
     use = resource_use(net, core_of, k)
     neurons, syn, axons, fanout = (use[x].astype(np.int64) for x in ("neurons", "synapses", "axons", "fanout"))
     own_fo = (cnt > 0).sum(axis=1)
+    budget = np.iinfo(np.int64).max if work_budget is None else work_budget
+    spent = 0
     rng = np.random.default_rng(seed)
     for _ in range(passes):
         moved = 0
-        for i, v in enumerate(rng.permutation(n)):
-            if deadline is not None and i % 256 == 0 and time.perf_counter() > deadline:
-                return core_of
+        for v in rng.permutation(n):
+            if spent >= budget:
+                return core_of, spent
+            spent += 1
             if selfloop[v]:
                 continue
             a = core_of[v]
@@ -219,30 +251,63 @@ def refine(net: NetArrays, cfg: ChipConfig, core_of: np.ndarray, ncores: int, pa
                 break
         if moved == 0:
             break
-    return core_of
+    return core_of, spent
+
+
+#: the spectral key is rounded to this many decimals (of its largest magnitude): the last bits
+#: of an eigensolver differ between BLAS kernels (CPU types), the rounded key does not
+KEY_DECIMALS = 9
+#: eigenvalues within this (relative) distance of the Fiedler value count as one eigenspace
+DEGENERATE_RTOL = 1e-8
 
 
 def _bisection_key(sub, spectral: bool, seed: int = 0) -> np.ndarray:
     """A key along which sorting the nodes of the connected graph ``sub`` and cutting
     at a quantile gives a good bisection: the Fiedler vector (spectral bisection,
     straight cuts on sheets) or, for big parts, the breadth-first distance from a
-    pseudo-peripheral node (cheaper, rounder cuts)."""
+    pseudo-peripheral node (cheaper, rounder cuts).
+
+    The spectral key is made machine-independent: a degenerate Fiedler eigenspace
+    (square sheets) is replaced by the projection of the seeded start vector onto it
+    (the same whatever basis the solver returned), the sign is fixed by that vector,
+    and the key is rounded (:data:`KEY_DECIMALS`) so that BLAS rounding differences
+    do not reorder nodes; the caller breaks the remaining ties by neuron id.
+    """
     from scipy.sparse.csgraph import breadth_first_order, laplacian, shortest_path
 
     m = sub.shape[0]
     if spectral and m > 2:
-        lap = laplacian(sub)
-        if m <= 256:
-            return np.linalg.eigh(lap.toarray())[1][:, 1]
-        from scipy.sparse.linalg import lobpcg
-
-        x0 = np.random.default_rng(seed).standard_normal((m, 1))
-        with warnings.catch_warnings():   # an unconverged Fiedler vector still orders the nodes well
-            warnings.simplefilter("ignore", UserWarning)
-            _, vec = lobpcg(lap, x0, Y=np.ones((m, 1)), largest=False, tol=1e-3, maxiter=100)
-        return vec[:, 0]
+        x0 = np.random.default_rng(seed).standard_normal(m)
+        return _canonical_key(_fiedler_vector(laplacian(sub), x0), x0)
     start = int(breadth_first_order(sub, 0, directed=False, return_predecessors=False)[-1])
     return shortest_path(sub, method="D", unweighted=True, directed=False, indices=start)
+
+
+def _fiedler_vector(lap, x0: np.ndarray) -> np.ndarray:
+    """The Fiedler vector of the Laplacian ``lap`` (dense ``eigh`` up to 256 nodes, ``lobpcg``
+    from ``x0`` above); for a degenerate Fiedler value, ``x0`` projected onto its eigenspace."""
+    m = lap.shape[0]
+    if m <= 256:
+        vals, vecs = np.linalg.eigh(lap.toarray())
+        same = np.abs(vals - vals[1]) <= DEGENERATE_RTOL * max(abs(vals[-1]), 1.0)
+        same[0] = False   # the constant vector
+        space = vecs[:, same]
+        return space @ (space.T @ x0) if space.shape[1] > 1 else space[:, 0]
+    from scipy.sparse.linalg import lobpcg
+
+    with warnings.catch_warnings():   # an unconverged Fiedler vector still orders the nodes well
+        warnings.simplefilter("ignore", UserWarning)
+        _, vec = lobpcg(lap, x0[:, None], Y=np.ones((m, 1)), largest=False, tol=1e-3, maxiter=100)
+    return vec[:, 0]
+
+
+def _canonical_key(vec: np.ndarray, x0: np.ndarray) -> np.ndarray:
+    """``vec`` scaled to largest magnitude 1, oriented to agree with ``x0``, rounded to KEY_DECIMALS."""
+    scale = float(np.abs(vec).max())
+    if scale == 0.0:
+        return np.zeros_like(vec)
+    sign = -1.0 if float((vec * x0).sum()) < 0 else 1.0
+    return np.round(vec * (sign / scale), KEY_DECIMALS) + 0.0   # + 0.0: no negative zeros
 
 
 #: networks of up to this many neurons are bisected spectrally (about 0.25 ms per neuron
@@ -297,7 +362,7 @@ def bisection_order(net: NetArrays, parts: int, seed: int = 0) -> tuple[np.ndarr
                 room[j] -= members.size
             out.extend(np.array(b, dtype=np.int64) for b in bins)
             continue
-        order = part[np.argsort(_bisection_key(sub, n <= SPECTRAL_MAX, seed), kind="stable")]
+        order = part[np.lexsort((part, _bisection_key(sub, n <= SPECTRAL_MAX, seed)))]   # ties: by neuron id
         p1 = p // 2
         n1 = int(round(part.size * p1 / p))
         stack.append((order[n1:], p - p1))
@@ -307,14 +372,46 @@ def bisection_order(net: NetArrays, parts: int, seed: int = 0) -> tuple[np.ndarr
     return (np.concatenate(out) if out else np.zeros(0, dtype=np.int64)), breaks
 
 
-def partition(net: NetArrays, cfg: ChipConfig, max_cores: int, passes: int = 8,
-              time_budget: float = 4.0, starts: int = 1) -> np.ndarray:
+def reject_removed_arguments(where: str, removed: dict) -> None:
+    """Raise ``TypeError`` for keyword arguments ``where`` does not take, naming ``time_budget``'s replacement."""
+    if "time_budget" in removed:
+        raise TypeError(f"{where}: time_budget was removed (the search is bounded by work, not by the clock, so a "
+                        "mapping no longer depends on machine load); pass work_budget= (neuron visits of the local "
+                        "search; place: swap candidates) or leave it out for the default")
+    if removed:
+        raise TypeError(f"{where}() got an unexpected keyword argument {next(iter(removed))!r}")
+
+
+#: the default local-search budget is capped at this many neuron visits, so that big networks map
+#: in bounded time (a visit takes about 0.1-0.2 ms on a 2-core x86 machine)
+DEFAULT_WORK_CAP = 60_000
+
+
+def default_work_budget(net: NetArrays, passes: int = 8) -> int:
+    """The local search's default budget in neuron visits: enough for the two one-pass first
+    looks and ``passes`` passes of the best start, ``(passes + 2) * n``, at most
+    :data:`DEFAULT_WORK_CAP`."""
+    return int(min((passes + 2) * net.n, DEFAULT_WORK_CAP))
+
+
+def partition(net: NetArrays, cfg: ChipConfig, max_cores: int, passes: int = 8, *,
+              work_budget: int | None = None, starts: int = 1, **removed) -> np.ndarray:
     """Best of: contiguous fill in the given order and in a balanced recursive-bisection
-    order, each given one pass of local search on the packet volume; the better one
-    then gets the rest of ``time_budget`` seconds.  With ``starts`` > 1 (and a network
-    bisected spectrally), that many bisections with different eigensolver seeds are
-    filled and the one with the lowest volume before local search is kept (each start
-    costs about 0.25 ms per neuron).  Raises :class:`MapError` if nothing fits."""
+    order, each given one pass of local search on the packet volume (at most a quarter
+    of the work left each); the better one then gets the rest of ``work_budget``.
+
+    ``work_budget`` counts neuron visits of the local search (one neuron considered
+    for a move, every candidate core evaluated; a pass costs ``n``); ``None`` means
+    :func:`default_work_budget`.  The same network, configuration,
+    ``passes``, ``starts`` and budget always give the same partition, on any load.
+    With ``starts`` > 1 (and a network bisected spectrally), that many bisections
+    with different eigensolver seeds are filled and the one with the lowest volume
+    before local search is kept (each start costs about 0.25 ms per neuron).
+    Raises :class:`MapError` if nothing fits.
+    """
+    reject_removed_arguments("partition", removed)
+    work_budget = _check_work_budget(work_budget, "partition")
+    budget = default_work_budget(net, passes) if work_budget is None else work_budget
     _check_single_neurons(net, cfg)
     need, what, attr, total = max((-(-total // getattr(cfg, attr)), what, attr, total) for what, attr, total in
                                   (("neurons", "neurons_per_core", net.n), ("synapses", "synapses_per_core", net.src.size)))
@@ -333,7 +430,6 @@ def partition(net: NetArrays, cfg: ChipConfig, max_cores: int, passes: int = 8,
             bis = [bis[int(np.argmin(vols))]]
         orders += bis
     cands, first_err = [], None
-    deadline = time.perf_counter() + time_budget
     for order, breaks in orders:
         inv = np.empty(net.n, dtype=np.int64)
         inv[order] = np.arange(net.n)
@@ -345,13 +441,13 @@ def partition(net: NetArrays, cfg: ChipConfig, max_cores: int, passes: int = 8,
             first_err = first_err or e
             continue
         # a first look at each start (a quarter of what is left), then the rest of the budget to the best
-        share = max(0.0, (deadline - time.perf_counter()) / 4)
-        c = refine(net, cfg, c, int(c.max()) + 1, 1, deadline=time.perf_counter() + share)
+        c, spent = _refine(net, cfg, c, int(c.max()) + 1, 1, 0, budget // 4)
+        budget -= spent
         cands.append((packet_volume(net, c), len(cands), c))
     best = None
     if cands:
         c = min(cands)[2]
-        best = refine(net, cfg, c, int(c.max()) + 1, passes, seed=1, deadline=deadline)
+        best = _refine(net, cfg, c, int(c.max()) + 1, passes, 1, budget)[0]
     if best is None:
         raise first_err
     # renumber cores densely (refinement may empty one)

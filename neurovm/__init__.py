@@ -16,7 +16,12 @@ __all__ = ["ChipConfig", "DEFAULT_CONFIG", "__version__", "open", "convert_onnx"
 
 
 def open(backend: str = "emulator", config: ChipConfig | None = None, **options):  # noqa: A001 - the entry point
-    """Open a chip over a backend ("emulator" or "verilator"); see :func:`neurovm.host.open`."""
+    """Open a chip over a backend ("emulator", "verilator" or "fpga:PORT"); see :func:`neurovm.host.open`.
+
+    For ``fpga:PORT``, ``board=B`` takes the board's configuration, baud rate and bridge
+    FIFO depth; the serial window follows the FIFO (docs/architecture.md §21).  The
+    returned :class:`~neurovm.host.Chip` may be shared by threads.
+    """
     from .host import open as _open
 
     return _open(backend, config, **options)

@@ -9,14 +9,22 @@
     neurovm vms MODEL.nvm [MODEL2.nvm ...] --input X.npy    tenants side by side: status and telemetry
     neurovm fpga boards | build --board icebreaker|ulx3s | flash --board B
 
-Every error is one line naming what is wrong; the exit status is 2 for bad
-input, 1 for a failed check.
+Array options (``--input``, ``--labels``, ``--calibration``) take a ``.npy``
+file or an ``.npz`` archive: ``X.npz`` when it holds one array, ``X.npz:NAME``
+to choose one by name (see :mod:`neurovm.arrays`).
+
+Every error is one line on stderr naming what is wrong, and the exit status is
+2; a failed check (``demo``) exits 1. No option is silently reinterpreted:
+counts must be positive, probabilities lie in [0, 1], percentiles in (0, 100],
+an option that does not apply to the given file is refused, and every file the
+command line writes is written atomically into an existing folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -24,10 +32,43 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .arrays import ArrayError, load_array, split_array_spec
+from .atomic import SaveError, atomic_write
+from .host.model import MAX_STEPS   # the most timesteps per sample a model may have; the CLI's limit for any run
 
 BACKENDS = ["emulator", "verilator"]
+BOARDS = ["icebreaker", "ulx3s"]
+#: The fewest steps ``demo`` runs: both tenants spike by then (checked for seeds 0..199), so the
+#: demo's checks mean something; fewer is refused rather than reported as a failed demo.
+DEMO_MIN_STEPS = 10
+#: Steps per chunk of a network run (one progress update each).
+RUN_CHUNK = 50
 
 
+class CliError(Exception):
+    """Bad input on the command line: printed as one line, exit status 2."""
+
+
+class UsageError(CliError):
+    """An argument argparse refused; ``prog`` names the (sub)command."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (raised as :class:`UsageError`), no abbreviations."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise UsageError(self.prog, message)
+
+
+# ---- argument types -------------------------------------------------------------------------------
 def _backend(value: str) -> str:
     """argparse type of --backend: emulator, verilator or fpga:PORT."""
     if value in BACKENDS or (value.startswith("fpga:") and len(value) > 5):
@@ -35,17 +76,63 @@ def _backend(value: str) -> str:
     raise argparse.ArgumentTypeError(f"{value!r}: expected emulator, verilator or fpga:PORT (e.g. fpga:/dev/ttyUSB1)")
 
 
-class CliError(Exception):
-    """Bad input on the command line: printed as one line, exit status 2."""
+def _int_in(lo: int, hi: int | None = None):
+    """argparse type: an integer in ``lo..hi``."""
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if n < lo or (hi is not None and n > hi):
+            raise argparse.ArgumentTypeError(f"{value}: must be {lo}..{hi}" if hi is not None else
+                                             f"{value}: must be at least {lo}")
+        return n
+    return parse
 
 
-def _load_array(path: str, what: str) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise CliError(f"{what} {path}: no such file") from None
-    except Exception as e:   # noqa: BLE001
-        raise CliError(f"{what} {path}: not a readable .npy array ({type(e).__name__}: {e})") from None
+def _float_in(lo: float, hi: float, lo_open: bool = False):
+    """argparse type: a float in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``); NaN and inf refused."""
+    def parse(value: str) -> float:
+        try:
+            x = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+        if not ((lo < x if lo_open else lo <= x) and x <= hi):
+            raise argparse.ArgumentTypeError(f"{value}: must lie in {'(' if lo_open else '['}{lo:g}, {hi:g}]")
+        return x
+    return parse
+
+
+_steps = _int_in(1, MAX_STEPS)
+_count = _int_in(1)
+_seed = _int_in(0, 2 ** 63 - 1)
+
+
+# ---- files ---------------------------------------------------------------------------------------
+def _input_file(path: str, what: str) -> Path:
+    """``path`` as an existing regular file, else a CliError naming it."""
+    p = Path(path)
+    if not p.exists():
+        raise CliError(f"{what} {p}: no such file")
+    if p.is_dir():
+        raise CliError(f"{what} {p}: is a folder, not a file")
+    return p
+
+
+def _output_file(path: str, what: str, suffix: str | None = None, inputs=()) -> Path:
+    """``path`` checked as a place to write: its folder exists, it is not a folder nor one of ``inputs``."""
+    p = Path(path)
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise CliError(f"{what} {p}: folder {str(folder)!r} does not exist")
+    if p.is_dir():
+        raise CliError(f"{what} {p}: is a folder; give a file name")
+    if suffix is not None and p.suffix.lower() != suffix:
+        raise CliError(f"{what} {p}: the file name must end in {suffix}")
+    for other in inputs:
+        if other is not None and p.resolve() == Path(split_array_spec(str(other))[0]).resolve():
+            raise CliError(f"{what} {p}: would overwrite the input file {other}")
+    return p
 
 
 def _load_network(path: str, config):
@@ -54,9 +141,7 @@ def _load_network(path: str, config):
     from .host.nir_import import import_nir
     from .mapper import MappedNetwork
 
-    p = Path(path)
-    if not p.exists():
-        raise CliError(f"{p}: no such file")
+    p = _input_file(path, "network")
     if p.suffix == ".nvmap":
         return MappedNetwork.load(p), None
     if p.suffix == ".nir":
@@ -67,6 +152,14 @@ def _load_network(path: str, config):
     raise CliError(f"{p}: unknown file type {p.suffix!r}; expected .nvm (model), .nvmap (mapped network) or .nir")
 
 
+def _refuse(args, options: dict, why: str) -> None:
+    """A CliError for the first of ``options`` ({attribute: flag}) that was given."""
+    for attr, flag in options.items():
+        if getattr(args, attr) not in (None, False):
+            raise CliError(f"{flag} {why}")
+
+
+# ---- output --------------------------------------------------------------------------------------
 def _progress(done: int, total: int, t0: float, what: str, unit: str) -> None:
     rate = done / max(time.perf_counter() - t0, 1e-9)
     width = 30
@@ -85,13 +178,37 @@ def _telemetry_table(rows: list[dict]) -> str:
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells)
 
 
+def _first_samples(x: np.ndarray, samples: int | None, option: str, source: str) -> np.ndarray:
+    """The first ``samples`` rows of ``x`` (all when None); asking for more than there are is an error."""
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise CliError(f"input {source}: no samples (shape {x.shape})")
+    if samples is None:
+        return x
+    if samples > x.shape[0]:
+        raise CliError(f"{option} {samples}: input {source} has only {x.shape[0]} samples")
+    return x[:samples]
+
+
+# ---- subcommands ---------------------------------------------------------------------------------
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    if args.waves is not None:
+        if args.backend != "verilator":
+            raise CliError("--waves needs --backend verilator (only the Verilator model has waveforms)")
+        _output_file(args.waves, "--waves", suffix=".vcd")
+    return run_demo(backend=args.backend, steps=args.steps, seed=args.seed, check=args.check, waves=args.waves)
+
+
 def cmd_convert(args) -> int:
     from .host.model import convert_onnx
 
-    calib = _load_array(args.calibration, "calibration data")
-    model = convert_onnx(args.model, calib, steps=args.steps, percentile=args.percentile)
-    model.save(args.output)
-    print(f"{args.output}: {' -> '.join(map(str, model.sizes))} neurons, thresholds {model.vth_mant}, "
+    onnx_path = _input_file(args.model, "ONNX model")
+    out = _output_file(args.output, "-o", inputs=(args.model, args.calibration))
+    calib = load_array(args.calibration, "calibration data")
+    model = convert_onnx(str(onnx_path), calib, steps=args.steps, percentile=args.percentile)
+    model.save(out)                         # atomic (neurovm.npzfile.save_npz)
+    print(f"{out}: {' -> '.join(map(str, model.sizes))} neurons, thresholds {model.vth_mant}, "
           f"{model.steps} steps per sample; normalisation {['%.3g' % x for x in model.meta['normalisation']]}")
     return 0
 
@@ -101,75 +218,108 @@ def cmd_run(args) -> int:
 
     from .config import DEFAULT_CONFIG
 
+    inputs = (args.network, args.input, args.labels)
+    raster = _output_file(args.raster, "--raster", suffix=".png", inputs=inputs) if args.raster else None
     net, model = _load_network(args.network, DEFAULT_CONFIG)
-    config = model.config if model is not None else getattr(net, "config", DEFAULT_CONFIG)
-    chip = neurovm.open(args.backend, config)
     if model is not None:
-        if args.input is None:
-            raise CliError("run MODEL.nvm needs --input X.npy (samples x inputs)")
-        x = _load_array(args.input, "input")
-        if args.samples:
-            x = x[: args.samples]
-        steps = args.steps or model.steps
-        t0 = time.perf_counter()
-        pred = model.predict(x, chip=chip, steps=steps, progress=False if args.quiet else
-                             (lambda done, total: _progress(done, total, t0, "predict", "samples")))
-        dt = time.perf_counter() - t0
-        print(f"{x.shape[0]} samples x {steps} steps on the {args.backend} backend in {dt:.1f} s")
-        print("predictions:", " ".join(map(str, pred[:40])) + (" ..." if pred.size > 40 else ""))
-        if args.labels:
-            y = _load_array(args.labels, "labels")[: x.shape[0]]
-            if y.shape != pred.shape:
-                raise CliError(f"labels {args.labels}: {y.shape[0]} labels for {pred.shape[0]} samples")
-            print(f"accuracy: {float((pred == y).mean()) * 100:.2f} %")
-        if args.output:
-            np.save(args.output, pred)
-        if args.raster:
-            vm = chip.create_vm("raster", cores=model.cores_needed()).load(model.network())
-            out = vm.run(steps, {"input": model.encode(x[0], steps)})
-            out.raster(args.raster, title=f"{Path(args.network).name}: sample 0, {len(out)} output spikes")
-            print(f"raster of sample 0 written to {args.raster}")
-        return 0
+        _refuse(args, {"rate": "--rate", "input_population": "--input-population", "seed": "--seed"},
+                "applies to networks (.nvmap, .nir), not to models (.nvm); models are fed --input")
+        output = _output_file(args.output, "-o", inputs=inputs) if args.output else None
+        return _run_model(args, model, neurovm.open(args.backend, model.config), raster, output)
+    _refuse(args, {"input": "--input", "labels": "--labels", "samples": "--samples", "output": "-o"},
+            "applies to models (.nvm), not to networks (.nvmap, .nir); networks take --steps and --rate")
+    config = getattr(net, "config", DEFAULT_CONFIG)
+    return _run_network(args, net, neurovm.open(args.backend, config), raster)
+
+
+def _run_model(args, model, chip, raster: Path | None, output: Path | None) -> int:
+    """``run MODEL.nvm``: predictions (and accuracy) for the input samples."""
+    if args.input is None:
+        raise CliError("run MODEL.nvm needs --input X.npy (samples x inputs)")
+    x_all = load_array(args.input, "input")
+    x = _first_samples(x_all, args.samples, "--samples", args.input)
+    y = None
+    if args.labels:
+        y = load_array(args.labels, "labels", labels=True, classes=model.sizes[-1])
+        if y.shape != x_all.shape[:1]:
+            raise CliError(f"labels {args.labels}: shape {y.shape} does not match the {x_all.shape[0]} input "
+                           f"samples of {args.input}")
+        y = y[: x.shape[0]]
+    steps = args.steps or model.steps
+    t0 = time.perf_counter()
+    pred = model.predict(x, chip=chip, steps=steps, progress=False if args.quiet else
+                         (lambda done, total: _progress(done, total, t0, "predict", "samples")))
+    dt = time.perf_counter() - t0
+    print(f"{x.shape[0]} samples x {steps} steps on the {args.backend} backend in {dt:.1f} s")
+    print("predictions:", " ".join(map(str, pred[:40])) + (" ..." if pred.size > 40 else ""))
+    if y is not None:
+        print(f"accuracy: {float((pred == y).mean()) * 100:.2f} %")
+    if output is not None:
+        atomic_write(output, lambda fh: np.save(fh, pred))
+    if raster is not None:
+        vm = chip.create_vm("raster", cores=model.cores_needed()).load(model.network())
+        out = vm.run(steps, {"input": model.encode(x[0], steps)})
+        title = f"{Path(args.network).name}: sample 0, {len(out)} output spikes"
+        atomic_write(raster, lambda fh: out.raster(fh, title=title))
+        print(f"raster of sample 0 written to {raster}")
+    return 0
+
+
+def _run_network(args, net, chip, raster: Path | None) -> int:
+    """``run NET.nvmap|NET.nir``: ``--steps`` steps, optionally with random input spikes."""
+    from .host import SpikeTrains
     from .mapper import MappedNetwork, map_network
 
-    mapped = net if isinstance(net, MappedNetwork) else map_network(net, config)
+    if args.steps is None:
+        raise CliError(f"run {Path(args.network).suffix.upper()[1:]} network needs --steps N")
+    if args.input_population is not None and args.rate is None:
+        raise CliError("--input-population needs --rate (the probability of an input spike per step)")
+    mapped = net if isinstance(net, MappedNetwork) else map_network(net, chip.config)
     vm = chip.create_vm("run", cores=len(mapped.images)).load(mapped)
-    steps = args.steps or 100
-    rng = np.random.default_rng(args.seed)
-    inputs = {}
-    if args.rate:
-        pop = args.input_population or next(iter(vm.mapped.populations), None)
-        if pop is None:
-            raise CliError("--rate needs a population to feed (--input-population NAME)")
+    steps = args.steps
+    pop = None
+    if args.rate is not None:
+        pop = _input_population(vm.mapped.populations, args.input_population)
         size = vm.mapped.neurons(pop).size
-        inputs = {pop: rng.random((steps, size)) < args.rate}
-    chunk = max(1, min(steps, 50))
+    rng = np.random.default_rng(0 if args.seed is None else args.seed)
     t0 = time.perf_counter()
     parts = []
-    for s in range(0, steps, chunk):
-        n = min(chunk, steps - s)
-        part = vm.run(n, {k: v[s:s + n] for k, v in inputs.items()})
-        parts.append((s, part))
+    for s in range(0, steps, RUN_CHUNK):
+        n = min(RUN_CHUNK, steps - s)
+        feed = {pop: rng.random((n, size)) < args.rate} if pop is not None else {}
+        parts.append((s, vm.run(n, feed)))
         if not args.quiet:
             _progress(s + n, steps, t0, "run", "steps")
-    from .host import SpikeTrains
-
     out = SpikeTrains(np.concatenate([p.step + s for s, p in parts]), np.concatenate([p.neuron for _, p in parts]),
                       vm.mapped.n, steps)
     counts = out.counts()
     print(f"{steps} steps on the {args.backend} backend: {len(out)} reported spikes from "
           f"{int((counts > 0).sum())} neurons")
     print(_telemetry_table(chip.status()))
-    if args.raster:
-        out.raster(args.raster, title=f"{Path(args.network).name}: {len(out)} spikes")
-        print(f"raster written to {args.raster}")
+    if raster is not None:
+        title = f"{Path(args.network).name}: {len(out)} spikes"
+        atomic_write(raster, lambda fh: out.raster(fh, title=title))
+        print(f"raster written to {raster}")
     return 0
+
+
+def _input_population(populations: dict, name: str | None) -> str:
+    """The population ``--rate`` feeds: ``name``, or the network's first; unknown names list the known."""
+    if not populations:
+        raise CliError("--rate: the network has no named populations to feed")
+    if name is None:
+        return next(iter(populations))
+    if name not in populations:
+        raise CliError(f"--input-population {name!r}: no such population; the network has "
+                       f"{', '.join(populations)}")
+    return name
 
 
 def cmd_map(args) -> int:
     from .config import DEFAULT_CONFIG
     from .mapper import MappedNetwork, map_network
 
+    out = _output_file(args.output, "-o", suffix=".nvmap", inputs=(args.network,)) if args.output else None
     net, _ = _load_network(args.network, DEFAULT_CONFIG)
     mapped = net if isinstance(net, MappedNetwork) else map_network(net, DEFAULT_CONFIG)
     rep = mapped.report
@@ -182,9 +332,9 @@ def cmd_map(args) -> int:
     print(f"  vcore -> physical core: {rep['pcore_of_vcore']}")
     if args.json:
         print(json.dumps(rep))
-    if args.output:
-        mapped.save(args.output)
-        print(f"written to {args.output}")
+    if out is not None:
+        mapped.save(out)                    # atomic (neurovm.npzfile.save_npz)
+        print(f"written to {out}")
     return 0
 
 
@@ -193,12 +343,16 @@ def cmd_vms(args) -> int:
 
     from .host.model import load_model
 
-    models = [load_model(p) for p in args.models]
+    models = [load_model(_input_file(p, "model")) for p in args.models]
     configs = {m.config for m in models}
     if len(configs) > 1:
         raise CliError("the models were converted for different chip configurations")
+    if args.samples is not None and args.input is None:
+        raise CliError("--samples needs --input X.npy")
+    x = None
+    if args.input is not None:
+        x = _first_samples(load_array(args.input, "input"), args.samples or 1, "--samples", args.input)
     chip = neurovm.open(args.backend, models[0].config)
-    x = _load_array(args.input, "input")[: args.samples] if args.input else None
     vms = []
     for path, m in zip(args.models, models):
         name = Path(path).stem
@@ -223,28 +377,36 @@ def cmd_vms(args) -> int:
 
 
 def cmd_fpga(args) -> int:
-    from .fpga import BOARDS, build, flash
+    from .fpga import BOARDS as BOARD_SPECS, build, flash
 
     if args.fpga_command == "boards":
-        for name, spec in BOARDS.items():
+        for name, spec in BOARD_SPECS.items():
             c = spec.config
             print(f"{name:11s} {spec.description}: {c.mesh_width}x{c.mesh_height} cores x {c.neurons_per_core} "
                   f"neurons, {c.synapses_per_core} synapses per core, UART {spec.baud} baud")
         return 0
     if args.fpga_command == "build":
+        if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+            raise CliError(f"--out {args.out}: is a file, not a build folder")
         print(f"building the {args.board} bitstream with yowasp yosys/nextpnr (several minutes; the first call "
               "also compiles the WebAssembly tools) ...", file=sys.stderr)
         report = build(args.board, args.out, verbose=args.verbose,
                        progress=None if args.verbose else (lambda line: print(line, file=sys.stderr, flush=True)))
         print(report.summary())
         return 0
+    if args.bitstream is not None:
+        _input_file(args.bitstream, "--bitstream")
     flash(args.board, args.bitstream, args.tool)
     print(f"{args.board}: programmed")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="neurovm", description="NeuroVM neuromorphic chip toolkit")
+# ---- the parser ----------------------------------------------------------------------------------
+def build_parser() -> Parser:
+    """The ``neurovm`` argument parser (every subcommand and option)."""
+    parser = Parser(prog="neurovm", description="NeuroVM neuromorphic chip toolkit",
+                    epilog="Array files (--input, --labels, --calibration): X.npy, X.npz holding one array, or "
+                           "X.npz:NAME. Errors: one line on stderr, exit status 2.")
     parser.add_argument("--version", action="version", version=f"neurovm {__version__}")
     sub = parser.add_subparsers(dest="command")
 
@@ -253,27 +415,33 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--check", action="store_true",
                       help="also run on the emulator; fail on the first output word that differs")
     demo.add_argument("--waves", metavar="FILE.vcd", help="verilator: write a waveform")
-    demo.add_argument("--steps", type=int, default=200, help="timesteps to run (default 200)")
-    demo.add_argument("--seed", type=int, default=1, help="seed of the input spike trains")
+    demo.add_argument("--steps", type=_int_in(DEMO_MIN_STEPS, MAX_STEPS), default=200,
+                      help=f"timesteps to run, {DEMO_MIN_STEPS}..{MAX_STEPS} (default 200)")
+    demo.add_argument("--seed", type=_seed, default=1, help="seed of the input spike trains (default 1)")
 
     conv = sub.add_parser("convert", help="convert an ONNX ReLU network to a rate-coded SNN model (.nvm)")
     conv.add_argument("model", help="MODEL.onnx")
-    conv.add_argument("--calibration", required=True, metavar="X.npy", help="input samples for normalisation")
+    conv.add_argument("--calibration", required=True, metavar="X.npy",
+                      help="input samples for normalisation (X.npy, X.npz or X.npz:NAME)")
     conv.add_argument("-o", "--output", required=True, metavar="MODEL.nvm")
-    conv.add_argument("--steps", type=int, default=32, help="timesteps per sample (default 32)")
-    conv.add_argument("--percentile", type=float, default=99.9, help="activation percentile for normalisation")
+    conv.add_argument("--steps", type=_steps, default=32, help=f"timesteps per sample, 1..{MAX_STEPS} (default 32)")
+    conv.add_argument("--percentile", type=_float_in(0, 100, lo_open=True), default=99.9,
+                      help="activation percentile for normalisation, in (0, 100] (default 99.9)")
 
     run = sub.add_parser("run", help="run a model (.nvm) on inputs, or a network (.nvmap/.nir) for N steps")
     run.add_argument("network", help="MODEL.nvm, NET.nvmap or NET.nir")
     run.add_argument("--backend", default="emulator", type=_backend, help="emulator, verilator or fpga:PORT")
-    run.add_argument("--input", metavar="X.npy", help="model inputs, samples x inputs")
-    run.add_argument("--labels", metavar="Y.npy", help="labels: print the accuracy")
-    run.add_argument("--samples", type=int, help="only the first N samples")
-    run.add_argument("--steps", type=int, help="timesteps (per sample for models)")
-    run.add_argument("--rate", type=float, help="network: random input spikes with this probability per step")
+    run.add_argument("--input", metavar="X.npy", help="model: inputs, samples x inputs (X.npy, X.npz, X.npz:NAME)")
+    run.add_argument("--labels", metavar="Y.npy", help="model: integer labels, one per input sample; print the "
+                                                       "accuracy")
+    run.add_argument("--samples", type=_count, help="model: only the first N samples")
+    run.add_argument("--steps", type=_steps, help="timesteps (per sample for models, default: the model's); "
+                                                  "required for networks")
+    run.add_argument("--rate", type=_float_in(0, 1),
+                     help="network: random input spikes with this probability per step, in [0, 1]")
     run.add_argument("--input-population", help="network: the population --rate feeds (default: the first)")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--raster", metavar="OUT.png", help="write a spike raster plot")
+    run.add_argument("--seed", type=_seed, help="network: seed of the --rate input spikes (default 0)")
+    run.add_argument("--raster", metavar="OUT.png", help="write a spike raster plot (PNG)")
     run.add_argument("-o", "--output", metavar="PRED.npy", help="model: save the predictions")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -286,42 +454,66 @@ def main(argv: list[str] | None = None) -> int:
                                      "print each tenant's status and telemetry")
     vms.add_argument("models", nargs="+", metavar="MODEL.nvm")
     vms.add_argument("--backend", default="emulator", type=_backend, help="emulator, verilator or fpga:PORT")
-    vms.add_argument("--input", metavar="X.npy", help="inputs fed to every model")
-    vms.add_argument("--samples", type=int, default=1)
+    vms.add_argument("--input", metavar="X.npy", help="inputs fed to every model (X.npy, X.npz, X.npz:NAME)")
+    vms.add_argument("--samples", type=_count, help="the first N input samples (default 1)")
     vms.add_argument("-q", "--quiet", action="store_true")
 
     fpga = sub.add_parser("fpga", help="FPGA bitstreams: boards, build, flash")
     fsub = fpga.add_subparsers(dest="fpga_command", required=True)
     fsub.add_parser("boards", help="the supported boards and their chip configurations")
     fb = fsub.add_parser("build", help="build the bitstream and print LUTs, block RAM, Fmax")
-    fb.add_argument("--board", required=True, choices=["icebreaker", "ulx3s"])
+    fb.add_argument("--board", required=True, choices=BOARDS)
     fb.add_argument("--out", help="build directory (default build/fpga/BOARD)")
     fb.add_argument("-v", "--verbose", action="store_true", help="show the toolchain's output")
     ff = fsub.add_parser("flash", help="program the board (openFPGALoader or iceprog)")
-    ff.add_argument("--board", required=True, choices=["icebreaker", "ulx3s"])
+    ff.add_argument("--board", required=True, choices=BOARDS)
     ff.add_argument("--bitstream", help="default: the last build of this board")
     ff.add_argument("--tool", help="the programmer to run (default: openFPGALoader, then iceprog)")
+    return parser
 
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        from .demo import run_demo
 
-        return run_demo(backend=args.backend, steps=args.steps, seed=args.seed, check=args.check, waves=args.waves)
-    handlers = {"convert": cmd_convert, "run": cmd_run, "map": cmd_map, "vms": cmd_vms, "fpga": cmd_fpga}
-    if args.command not in handlers:
-        parser.print_help()
-        return 0
+HANDLERS = {"demo": cmd_demo, "convert": cmd_convert, "run": cmd_run, "map": cmd_map, "vms": cmd_vms,
+            "fpga": cmd_fpga}
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """The product's named errors: bad input, printed as one line with exit status 2."""
     from .fpga import FpgaError
-    from .host import VMError
+    from .host import ChipError, RequestError, VMError
     from .host.model import ModelError
-    from .host.serial_backend import BridgeError
     from .host.nir_import import NirError
+    from .host.serial_backend import BridgeError
+    from .image import ImageError
     from .mapper import MapError
 
+    return (CliError, ArrayError, ModelError, NirError, MapError, VMError, ChipError, RequestError, ImageError,
+            FpgaError, BridgeError, SaveError, OSError)
+
+
+def _one_line(message: str) -> str:
+    """``message`` with its line breaks folded into spaces."""
+    return re.sub(r"\s*\n\s*", " ", str(message).strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 fine, 1 failed check, 2 bad input).
+
+    Usage errors and the product's named errors print one line on stderr and
+    return 2. Anything else is a bug and propagates with its traceback.
+    """
+    parser = build_parser()
     try:
-        return handlers[args.command](args)
-    except (CliError, ModelError, NirError, MapError, VMError, FpgaError, BridgeError) as e:
-        print(f"neurovm {args.command}: error: {e}", file=sys.stderr)
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(f"{e.prog}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    if args.command not in HANDLERS:
+        parser.print_help()
+        return 0
+    try:
+        return HANDLERS[args.command](args)
+    except _known_errors() as e:
+        print(f"neurovm {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 

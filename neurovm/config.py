@@ -173,9 +173,20 @@ class ChipConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ChipConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
+        """Build a configuration from a dict (e.g. a file header); missing fields take their defaults.
+
+        Raises
+        ------
+        TypeError
+            ``d`` is not a dict, or a field is not an int (``bool`` and ``float`` are refused).
+        ValueError
+            An unknown field, or a value outside its range (the message names both).
+        """
+        if not isinstance(d, dict):
+            raise TypeError(f"ChipConfig must be given as a dict of fields, not {type(d).__name__}")
+        unknown = [k for k in d if k not in cls.__dataclass_fields__]
         if unknown:
-            raise ValueError(f"unknown ChipConfig fields: {sorted(unknown)}")
+            raise ValueError(f"unknown ChipConfig fields: {sorted(map(str, unknown))}")
         return cls(**d)
 
 

@@ -219,7 +219,7 @@ def test_multi_start_bisection_keeps_the_best_start_and_every_limit():
         inv = np.empty(net.n, dtype=np.int64)
         inv[order] = np.arange(net.n)
         vols.append(packet_volume(net, (np.cumsum(breaks) - 1)[inv]))
-    m = map_network(g, cfg, starts=3, time_budget=0.0)
+    m = map_network(g, cfg, starts=3, work_budget=0)
     use = resource_use(net, m.core_of)
     for name, attr in LIMITS:
         assert use[name].max() <= getattr(cfg, attr), name

@@ -3,7 +3,7 @@ HostInterface.  Ports: the 32-bit command stream in, the 32-bit output stream ou
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockDomain, Module
+from amaranth.hdl import ClockDomain, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -11,6 +11,7 @@ from amaranth.lib.wiring import In, Out
 from neurovm.config import ChipConfig
 
 from .core import LifCore
+from .layouts import CORE_COUNTERS, counter_port
 from .host_if import HostInterface
 from .mmu import VirtMMU
 from .router import MeshNoC
@@ -82,7 +83,8 @@ class NeuroChip(wiring.Component):
                 hif.phase[p].eq(core.phase),
                 hif.done[p].eq(core.done),
                 hif.syn_idle[p].eq(core.syn_idle),
-                hif.core_counters[p].eq(Cat(core.syn_ops, core.neuron_updates, core.spikes_out, core.busy_cycles)),
+                *(getattr(hif.core_counters[p], counter_port(cn)).eq(getattr(core, counter_port(cn)))
+                  for cn in CORE_COUNTERS),
                 hif.packets_routed[p].eq(mesh.packets_routed[p]),
             ]
             with m.If(inj.valid):

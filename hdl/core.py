@@ -18,6 +18,8 @@ docs/architecture.md §12.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -25,6 +27,8 @@ from amaranth.utils import ceil_log2
 
 from neurovm.config import (
     ACT_SHIFT,
+    BIAS_EXP_BITS,
+    BIAS_MANT_BITS,
     DECAY_BITS,
     DECAY_UNITY,
     DU_OFFSET,
@@ -33,13 +37,14 @@ from neurovm.config import (
     STATE_BITS,
     V_MAX,
     V_MIN,
+    VTH_BITS,
     VTH_SHIFT,
     WEIGHT_EXP_MIN,
     ChipConfig,
 )
-from neurovm.formats import REGIONS, CfgOp, Region
+from neurovm.formats import CFG_REQUEST, COUNTER_BITS, REGIONS, WORD_BITS, CfgOp, Region
 
-from .layouts import LINK_LAYOUTS, REGION_LAYOUTS, storage_layout
+from .layouts import CORE_COUNTERS, LINK_LAYOUTS, REGION_LAYOUTS, counter_port, storage_layout
 
 __all__ = ["LifCore", "CorePhase", "OUT_FIFO_DEPTH", "RSP_FIFO_DEPTH"]
 
@@ -128,27 +133,42 @@ class LifCore(wiring.Component):
             "events": In(stream.Signature(LINK_LAYOUTS["AXON_EVENT"])),
             "spikes": Out(stream.Signature(LINK_LAYOUTS["CORE_SPIKE"])),
             "cfg": In(stream.Signature(LINK_LAYOUTS["CFG_REQUEST"])),
-            "cfg_rdata": Out(stream.Signature(unsigned(32))),
+            "cfg_rdata": Out(stream.Signature(unsigned(WORD_BITS))),
             "start": In(1),
             "commit": In(1),
             "phase": Out(CorePhase),
             "done": Out(1),
             "syn_idle": Out(1),
-            "syn_ops": Out(32),
-            "neuron_updates": Out(32),
-            "spikes_out": Out(32),
-            "busy_cycles": Out(32),
+            **{counter_port(cn): Out(COUNTER_BITS) for cn in CORE_COUNTERS},
         })
 
     def elaborate(self, platform):
-        c = self.config
-        N, S, A, F = c.neurons_per_core, c.synapses_per_core, c.axons_per_core, c.fanout_per_core
-        nrange = range(max(2, N))   # neuron index registers: at least 1 bit (Verilog has no 0-bit vectors)
+        """Staged: memories, registers, the three pipelines, port multiplexing, responses, phases."""
         m = Module()
+        x = SimpleNamespace()   # the signals the stages share
+        c = self.config
+        x.c = c
+        x.N, x.S, x.A, x.F = c.neurons_per_core, c.synapses_per_core, c.axons_per_core, c.fanout_per_core
+        x.nrange = range(max(2, x.N))   # neuron index registers: at least 1 bit (Verilog has no 0-bit vectors)
+        self._memories(m, x)
+        self._registers(m, x)
+        self._config_port(m, x)
+        self._synapse_pipeline(m, x)
+        self._neuron_pipeline(m, x)
+        self._emitter(m, x)
+        self._sweeps(m, x)
+        self._config_port_mux(m, x)
+        self._synapse_ports(m, x)
+        self._neuron_ports(m, x)
+        self._sweep_ports(m, x)
+        self._read_responses(m, x)
+        self._control_phases(m, x)
+        return m
 
-        # ------------------------------------------------------------------
+    def _memories(self, m, x):
+        """One memory per region at its storage width; ACC as two banks with transparent read ports."""
+        A, F, N, S, c = x.A, x.F, x.N, x.S, x.c
         # memories (one per region; ACC has two banks)
-        # ------------------------------------------------------------------
         depth = {Region.AXON: A, Region.SYN: S, Region.FANOUT: F}
         mems, rd, wr = {}, {}, {}
         for r in _MEM_REGIONS:
@@ -167,7 +187,12 @@ class LifCore(wiring.Component):
             acc_wr.append(w)
             # transparent: a synaptic op reads the sum its predecessor writes in the same clock
             acc_rd.append(mem.read_port(transparent_for=(w,)))
+        x.acc_rd, x.acc_shape, x.acc_wr, x.mems, x.rd = acc_rd, acc_shape, acc_wr, mems, rd
+        x.wr = wr
 
+    def _registers(self, m, x):
+        """CORE_CFG registers, the weight shift, the control phase, the ACC bank pointer, the counters."""
+        N = x.N
         # CORE_CFG registers
         weight_exp = Signal(signed(4))
         n_active = Signal(range(N + 1))
@@ -180,24 +205,29 @@ class LifCore(wiring.Component):
         m.d.comb += self.phase.eq(phase)
 
         # counters
-        cnt = {k: getattr(self, k) for k in ("syn_ops", "neuron_updates", "spikes_out", "busy_cycles")}
-        cnt_regs = {k: Signal(32, name=f"cnt_{k}") for k in cnt}
+        cnt = {counter_port(cn): getattr(self, counter_port(cn)) for cn in CORE_COUNTERS}
+        cnt_regs = {k: Signal(COUNTER_BITS, name=f"cnt_{k}") for k in cnt}
         for k in cnt:
             m.d.comb += cnt[k].eq(cnt_regs[k])
+        x.cnt_regs, x.cur, x.n_active, x.phase, x.w_shift = cnt_regs, cur, n_active, phase, w_shift
+        x.weight_exp = weight_exp
 
-        # ------------------------------------------------------------------
+    def _config_port(self, m, x):
+        """Configuration requests in, read responses out through a small FIFO."""
         # configuration port: requests and read responses
-        # ------------------------------------------------------------------
         req = self.cfg.payload
-        m.submodules.rsp_fifo = rsp_fifo = fifo.SyncFIFOBuffered(width=32, depth=RSP_FIFO_DEPTH)
+        m.submodules.rsp_fifo = rsp_fifo = fifo.SyncFIFOBuffered(width=WORD_BITS, depth=RSP_FIFO_DEPTH)
         wiring.connect(m, rsp_fifo.r_stream, wiring.flipped(self.cfg_rdata))
         rd_pending = Signal()  # a READ issued last clock: its data is on the read ports now
-        rd_region = Signal(4)
+        rd_region = Signal(CFG_REQUEST["region"].width)
         rd_room = rsp_fifo.level + rd_pending < RSP_FIFO_DEPTH
+        x.rd_pending, x.rd_region, x.rd_room, x.req, x.rsp_fifo = rd_pending, rd_region, rd_room, req, rsp_fifo
 
-        # ------------------------------------------------------------------
+    def _synapse_pipeline(self, m, x):
+        """E (axon table) -> W (walk the synapse list) -> S2 (ACC read, weight scaling) -> S3 (ACC write)."""
+        S, acc_rd, acc_shape, c, cnt_regs = x.S, x.acc_rd, x.acc_shape, x.c, x.cnt_regs
+        cur, nrange, phase, rd, w_shift = x.cur, x.nrange, x.phase, x.rd, x.w_shift
         # synapse pipeline:  E (axon table) -> W (walk synapse list) -> S2 (ACC read) -> S3 (ACC write)
-        # ------------------------------------------------------------------
         ax_valid = Signal()            # AXON read data holds a pending event
         w_active = Signal()
         w_ptr = Signal(range(S + 1))
@@ -245,10 +275,14 @@ class LifCore(wiring.Component):
         m.d.comb += acc_sum.eq(acc_rd_syn + s3_sw)
         with m.If(s3_valid):
             m.d.sync += cnt_regs["syn_ops"].eq(cnt_regs["syn_ops"] + 1)
+        x.acc_sum, x.s2_valid, x.s3_target, x.s3_valid, x.syn = acc_sum, s2_valid, s3_target, s3_valid, syn
+        x.syn_bank, x.syn_empty, x.w_active, x.w_ptr = syn_bank, syn_empty, w_active, w_ptr
 
-        # ------------------------------------------------------------------
+    def _neuron_pipeline(self, m, x):
+        """U0 (read) -> U1 (exact decay products) -> U2 (sum, saturate, threshold, write back)."""
+        N, acc_rd, acc_shape, cnt_regs, cur = x.N, x.acc_rd, x.acc_shape, x.cnt_regs, x.cur
+        n_active, nrange, phase, rd = x.n_active, x.nrange, x.phase, x.rd
         # neuron pipeline: U0 (read) -> U1 (decay products) -> U2 (sum, threshold, write back)
-        # ------------------------------------------------------------------
         upd_ptr = Signal(range(N + 1))
         u0 = (phase == CorePhase.RUN) & (upd_ptr < n_active)
         u1_valid, u1_n = Signal(), Signal(nrange)
@@ -275,8 +309,8 @@ class LifCore(wiring.Component):
         u2_uneg, u2_vneg = Signal(), Signal()
         u2_acc = Signal(acc_shape)
         u2_ref, u2_refract = Signal(REFRACT_BITS), Signal(REFRACT_BITS)
-        u2_bias = Signal(signed(13 + 7))
-        u2_vth = Signal(17 + VTH_SHIFT)
+        u2_bias = Signal(signed(BIAS_MANT_BITS + (1 << BIAS_EXP_BITS) - 1))   # bias_mant << bias_exp, exact
+        u2_vth = Signal(VTH_BITS + VTH_SHIFT)
         m.d.sync += [
             u2_umag.eq((u_abs * u_fac) >> DECAY_BITS),
             u2_vmag.eq((v_abs * v_fac) >> DECAY_BITS),
@@ -313,10 +347,14 @@ class LifCore(wiring.Component):
         # spiking neurons wait here for the emitter (at most N per step: never full)
         m.submodules.spike_fifo = spike_fifo = fifo.SyncFIFOBuffered(width=max(1, ceil_log2(N)), depth=max(3, N))
         m.d.comb += [spike_fifo.w_data.eq(u2_n), spike_fifo.w_en.eq(u2_valid & fire)]
+        x.ref_new, x.spike_fifo, x.u0, x.u1_valid, x.u2_n = ref_new, spike_fifo, u0, u1_valid, u2_n
+        x.u2_valid, x.u_new, x.upd_ptr, x.v_new = u2_valid, u_new, upd_ptr, v_new
 
-        # ------------------------------------------------------------------
+    def _emitter(self, m, x):
+        """Per spiking neuron: FANOUT_PTR, the report item, one item per FANOUT entry; and ``done``."""
+        F, nrange, phase, rd, spike_fifo = x.F, x.nrange, x.phase, x.rd, x.spike_fifo
+        u0, u1_valid, u2_valid = x.u0, x.u1_valid, x.u2_valid
         # emitter: per spiking neuron, FANOUT_PTR then report item then FANOUT entries
-        # ------------------------------------------------------------------
         m.submodules.out_fifo = out_fifo = fifo.SyncFIFOBuffered(
             width=LINK_LAYOUTS["CORE_SPIKE"].size, depth=OUT_FIFO_DEPTH)
         m.d.comb += [
@@ -374,18 +412,25 @@ class LifCore(wiring.Component):
             (phase == CorePhase.RUN) & ~u0 & ~u1_valid & ~u2_valid & (spike_fifo.level == 0)
             & (e_state == 0) & ~it_valid & (out_fifo.level == 0))
         m.d.comb += self.done.eq(done)
+        x.done, x.e_ptr = done, e_ptr
 
-        # ------------------------------------------------------------------
+    def _sweeps(self, m, x):
+        """Counters of the CLEAR and FOLD sweeps."""
+        A, F, N, S, nrange = x.A, x.F, x.N, x.S, x.nrange
+        phase = x.phase
         # sweeps: CLEAR (every memory) and FOLD (ACC bank cur^1 into bank cur)
-        # ------------------------------------------------------------------
         sweep = Signal(range(max(A, S, N, F) + 1))
         fold_valid, fold_n = Signal(), Signal(nrange)
         fold_issue = (phase == CorePhase.FOLD) & (sweep < N)
+        x.fold_issue, x.fold_n, x.fold_valid, x.sweep = fold_issue, fold_n, fold_valid, sweep
 
-        # ------------------------------------------------------------------
+    def _config_port_mux(self, m, x):
+        """Memory ports default to the configuration port (the datapath overrides below: later wins)."""
+        acc_rd, acc_wr, c, cur, phase = x.acc_rd, x.acc_wr, x.c, x.cur, x.phase
+        rd, rd_pending, rd_region, rd_room, req = x.rd, x.rd_pending, x.rd_region, x.rd_room, x.req
+        syn_empty, wr = x.syn_empty, x.wr
         # port multiplexing.  Defaults serve the configuration port; the
         # datapath, when active, overrides (later assignments win).
-        # ------------------------------------------------------------------
         cfg_take = Signal()
         is_read = req.op == CfgOp.READ
         is_write = req.op == CfgOp.WRITE
@@ -412,7 +457,13 @@ class LifCore(wiring.Component):
         with m.If(take_write & (req.region == Region.ACC)):
             for b in range(2):   # the logical ACC is the sum of the banks: the value goes to cur, 0 to cur^1
                 m.d.comb += [acc_wr[b].en.eq(1), acc_wr[b].data.eq(Mux(cur == b, acc_in, 0))]
+        x.cfg_take, x.take_read, x.take_write = cfg_take, take_read, take_write
 
+    def _synapse_ports(self, m, x):
+        """The synapse pipeline's memory ports."""
+        acc_rd, acc_sum, acc_wr, rd, s2_valid = x.acc_rd, x.acc_sum, x.acc_wr, x.rd, x.s2_valid
+        s3_target, s3_valid, syn, syn_bank, take_read = x.s3_target, x.s3_valid, x.syn, x.syn_bank, x.take_read
+        w_active, w_ptr = x.w_active, x.w_ptr
         # synapse pipeline ports
         with m.If(~take_read):
             m.d.comb += rd[Region.AXON].addr.eq(self.events.payload.axon)
@@ -424,6 +475,11 @@ class LifCore(wiring.Component):
             with m.If(s3_valid & (syn_bank == b)):
                 m.d.comb += [acc_wr[b].en.eq(1), acc_wr[b].addr.eq(s3_target), acc_wr[b].data.eq(acc_sum)]
 
+    def _neuron_ports(self, m, x):
+        """The neuron pipeline's and the emitter's memory ports (RUN only; ACC bank cur is theirs)."""
+        acc_rd, acc_wr, cur, e_ptr, phase = x.acc_rd, x.acc_wr, x.cur, x.e_ptr, x.phase
+        rd, ref_new, spike_fifo, u2_n, u2_valid = x.rd, x.ref_new, x.spike_fifo, x.u2_n, x.u2_valid
+        u_new, upd_ptr, v_new, wr = x.u_new, x.upd_ptr, x.v_new, x.wr
         # neuron pipeline ports (RUN only; bank cur belongs to it)
         with m.If(phase == CorePhase.RUN):
             for r in (*_PARAM_REGIONS, *_STATE_REGIONS):
@@ -444,6 +500,11 @@ class LifCore(wiring.Component):
             m.d.comb += rd[Region.FANOUT_PTR].addr.eq(spike_fifo.r_data)
             m.d.comb += rd[Region.FANOUT].addr.eq(e_ptr)
 
+    def _sweep_ports(self, m, x):
+        """FOLD (bank[cur] = bank0 + bank1, bank[cur^1] = 0) and CLEAR (zero every row) ports."""
+        N, acc_rd, acc_wr, cur, fold_issue = x.N, x.acc_rd, x.acc_wr, x.cur, x.fold_issue
+        fold_n, fold_valid, mems, phase, sweep = x.fold_n, x.fold_valid, x.mems, x.phase, x.sweep
+        wr = x.wr
         # FOLD: bank[cur] = bank[0] + bank[1]; bank[cur^1] = 0
         with m.If(phase == CorePhase.FOLD):
             for b in range(2):
@@ -461,10 +522,12 @@ class LifCore(wiring.Component):
             for b in range(2):
                 m.d.comb += [acc_wr[b].addr.eq(sweep), acc_wr[b].data.eq(0), acc_wr[b].en.eq(sweep < N)]
 
-        # ------------------------------------------------------------------
+    def _read_responses(self, m, x):
+        """A READ's word, rebuilt from the stored fields, into the response FIFO one clock later."""
+        acc_rd, acc_shape, n_active, rd, rd_pending = x.acc_rd, x.acc_shape, x.n_active, x.rd, x.rd_pending
+        rd_region, rsp_fifo, weight_exp = x.rd_region, x.rsp_fifo, x.weight_exp
         # configuration read data -> response FIFO (one clock after the request)
-        # ------------------------------------------------------------------
-        rsp = Signal(32)
+        rsp = Signal(WORD_BITS)
         with m.Switch(rd_region):
             for r in _MEM_REGIONS:
                 with m.Case(r):
@@ -480,9 +543,13 @@ class LifCore(wiring.Component):
                 m.d.comb += [cfg_word.eq(0), cfg_word.weight_exp.eq(weight_exp), cfg_word.n_active.eq(n_active), rsp.eq(cfg_word)]
         m.d.comb += [rsp_fifo.w_data.eq(rsp), rsp_fifo.w_en.eq(rd_pending)]
 
-        # ------------------------------------------------------------------
+    def _control_phases(self, m, x):
+        """The phase machine (§12.3) and the busy-cycle counter."""
+        A, F, N, S, cfg_take = x.A, x.F, x.N, x.S, x.cfg_take
+        cnt_regs, cur, done, fold_issue, fold_valid = x.cnt_regs, x.cur, x.done, x.fold_issue, x.fold_valid
+        n_active, phase, req, sweep, syn_empty = x.n_active, x.phase, x.req, x.sweep, x.syn_empty
+        take_write, upd_ptr, w_shift, weight_exp = x.take_write, x.upd_ptr, x.w_shift, x.weight_exp
         # control phases
-        # ------------------------------------------------------------------
         busy = (phase != CorePhase.IDLE) & ~done | ~syn_empty
         with m.If(busy):
             m.d.sync += cnt_regs["busy_cycles"].eq(cnt_regs["busy_cycles"] + 1)
@@ -522,4 +589,3 @@ class LifCore(wiring.Component):
             with m.Case(CorePhase.COMMIT):
                 with m.If(syn_empty):
                     m.d.sync += [cur.eq(~cur), phase.eq(CorePhase.IDLE)]
-        return m

@@ -12,11 +12,12 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
 from neurovm.config import ChipConfig
-from neurovm.formats import COMMAND_FORMATS, LINK_FORMATS, MMU_ENTRY, OUTPUT_FORMATS, REGIONS, Region, WordFormat
+from neurovm.formats import (COMMAND_FORMATS, COUNTER_BITS, LINK_FORMATS, MMU_ENTRY, OUTPUT_FORMATS, REGIONS, Counter,
+                             Region, WordFormat)
 
 __all__ = [
     "struct_layout", "storage_layout", "COMMAND_LAYOUTS", "OUTPUT_LAYOUTS", "REGION_LAYOUTS",
-    "MMU_ENTRY_LAYOUT", "LINK_LAYOUTS",
+    "MMU_ENTRY_LAYOUT", "LINK_LAYOUTS", "CORE_COUNTERS", "CORE_COUNTERS_LAYOUT", "counter_port",
 ]
 
 
@@ -39,6 +40,17 @@ OUTPUT_LAYOUTS = {t: struct_layout(fmt) for t, fmt in OUTPUT_FORMATS.items()}
 REGION_LAYOUTS = {r: struct_layout(spec.fmt) for r, spec in REGIONS.items()}
 MMU_ENTRY_LAYOUT = struct_layout(MMU_ENTRY)
 LINK_LAYOUTS = {name: struct_layout(fmt) for name, fmt in LINK_FORMATS.items()}
+#: The §9.1 counters a core keeps itself (the chip top owns PACKETS_SENT, HOPS_X/Y, PACKETS_ROUTED).
+CORE_COUNTERS = (Counter.SYN_OPS, Counter.NEURON_UPDATES, Counter.SPIKES_OUT, Counter.BUSY_CYCLES)
+
+
+def counter_port(counter: Counter) -> str:
+    """The port (and layout field) name of a core counter: ``Counter.SYN_OPS`` -> ``syn_ops``."""
+    return counter.name.lower()
+
+
+#: The core counters as the host interface receives them, by name.
+CORE_COUNTERS_LAYOUT = data.StructLayout({counter_port(cn): unsigned(COUNTER_BITS) for cn in CORE_COUNTERS})
 
 
 def _field_shape(lo: int, hi: int):

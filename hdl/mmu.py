@@ -19,11 +19,17 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from neurovm.config import HV_VM, VM_BITS, ChipConfig
-from neurovm.formats import FaultCause, Perm
+from neurovm.formats import MMU_ENTRY, OUTPUT_FORMATS, FaultCause, OutType, Perm
 
 from .layouts import MMU_ENTRY_LAYOUT
 
 __all__ = ["VirtMMU"]
+
+
+#: Widths taken from the shared formats: a vcore id (command/MMU entry), the permission bits, a fault cause.
+VCORE_BITS = MMU_ENTRY["vcore"].width
+PERM_BITS = MMU_ENTRY["perms"].width
+CAUSE_BITS = OUTPUT_FORMATS[OutType.FAULT]["cause"].width
 
 
 class VirtMMU(wiring.Component):
@@ -39,12 +45,12 @@ class VirtMMU(wiring.Component):
         cb = max(1, (config.num_cores - 1).bit_length())
         super().__init__({
             # host-command lookup (guest vm < max_vms)
-            "h_vm": In(VM_BITS), "h_vcore": In(8),
-            "h_mapped": Out(1), "h_pcore": Out(cb), "h_perms": Out(3),
+            "h_vm": In(VM_BITS), "h_vcore": In(VCORE_BITS),
+            "h_mapped": Out(1), "h_pcore": Out(cb), "h_perms": Out(PERM_BITS),
             # fan-out lookup from physical core f_src
-            "f_src": In(cb), "f_vcore": In(8),
-            "f_ok": Out(1), "f_pcore": Out(cb), "f_cause": Out(4),
-            "dom_vm": Out(VM_BITS), "dom_vcore": Out(8),
+            "f_src": In(cb), "f_vcore": In(VCORE_BITS),
+            "f_ok": Out(1), "f_pcore": Out(cb), "f_cause": Out(CAUSE_BITS),
+            "dom_vm": Out(VM_BITS), "dom_vcore": Out(VCORE_BITS),
             # MMU_MAP
             "map_entry": In(MMU_ENTRY_LAYOUT), "map_owned": Out(1), "map_apply": In(1),
             "reset": In(1),
@@ -59,10 +65,10 @@ class VirtMMU(wiring.Component):
         E = VMS * V
         t_valid = Array(Signal(name=f"t_valid_{i}") for i in range(E))
         t_pcore = Array(Signal(cb, name=f"t_pcore_{i}") for i in range(E))
-        t_perms = Array(Signal(3, name=f"t_perms_{i}") for i in range(E))
+        t_perms = Array(Signal(PERM_BITS, name=f"t_perms_{i}") for i in range(E))
         o_valid = Array(Signal(name=f"o_valid_{p}") for p in range(C))
         o_vm = Array(Signal(VM_BITS, name=f"o_vm_{p}") for p in range(C))
-        o_vcore = Array(Signal(8, name=f"o_vcore_{p}") for p in range(C))
+        o_vcore = Array(Signal(VCORE_BITS, name=f"o_vcore_{p}") for p in range(C))
 
         def lookup(vm, vcore, prefix):
             """(mapped, pcore, perms) of guest (vm, vcore): entry valid and the owner agrees."""

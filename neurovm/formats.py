@@ -38,12 +38,14 @@ __all__ = [
     "command_length",
     "Field", "WordFormat", "Opcode", "OutType", "ErrorCode", "FaultCause", "Perm",
     "Region", "RegionSpec", "REGIONS", "COMMAND_FORMATS", "OUTPUT_FORMATS",
-    "MMU_ENTRY", "Counter", "NUM_COUNTERS", "ARCH_COUNTERS",
+    "MMU_ENTRY", "Counter", "NUM_COUNTERS", "ARCH_COUNTERS", "COUNTER_BITS", "WORD_BITS",
     "AXON_EVENT", "CORE_SPIKE", "CFG_REQUEST", "CfgOp", "AER_PACKET", "LINK_FORMATS",
 ]
 
 WORD_BITS = 32
 WORD_MASK = 0xFFFF_FFFF
+#: Every telemetry counter is one 32-bit wrapping word (§9.1).
+COUNTER_BITS = WORD_BITS
 
 
 @dataclass(frozen=True)
@@ -159,9 +161,9 @@ class Opcode(enum.IntEnum):
 def command_length(header: int) -> int:
     """Words in the command that starts with ``header`` (§8.1): WRITE ``2 + count``,
     READ and MMU_MAP 2, everything else (unknown opcodes included) 1."""
-    op = (header >> 28) & 0xF
+    op = _OP.get(int(header))
     if op == Opcode.WRITE:
-        return 2 + (header & 0xFFF)
+        return 2 + COMMAND_FORMATS[Opcode.WRITE]["count"].get(int(header))
     return 2 if op in (Opcode.READ, Opcode.MMU_MAP) else 1
 
 

@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: sim test test-slow test-fpga fpga bench accuracy venv clean
+.PHONY: sim test test-fast test-hdl test-cosim test-slow test-fpga fpga bench accuracy venv clean check-gpu bench-batch bench-predict
 
 venv: $(STAMP)
 
@@ -26,6 +26,17 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# test tiers (markers in tests/conftest.py): pure Python first, then the HDL blocks, then the chip model
+FAST_TIER := not slow and not fpga and not formal and not hdl and not cosim
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m '$(FAST_TIER)'
+
+test-hdl: $(STAMP)
+	$(PY) -m pytest -q -m 'hdl and not slow'
+
+test-cosim: $(STAMP)
+	$(PY) -m pytest -q -m 'cosim and not slow'
 
 # FPGA bitstreams (yowasp yosys/nextpnr from PyPI; several minutes each): make fpga BOARD=icebreaker|ulx3s
 BOARD ?= icebreaker
@@ -49,6 +60,20 @@ bench: $(STAMP)
 	$(PY) benchmarks/router_throughput.py
 	$(PY) benchmarks/chip_speed.py
 	$(PY) benchmarks/mapper_quality.py
+
+# the GPU engine (CuPy) against numpy on random workloads, every output word; on a machine
+# without CuPy or a CUDA device it says so and exits with status 2
+check-gpu: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[gpu]' || echo "check-gpu: could not install the gpu extra (CuPy); checking with what is installed"
+	$(PY) benchmarks/check_gpu.py $(ARGS)
+
+# batched emulator: events/s and steps/s against batch and network size, memory per copy
+bench-batch: $(STAMP)
+	$(PY) benchmarks/batch_throughput.py $(ARGS)
+
+# predict on the digits MLP: sequential vs batched (emulator) vs replicas (Verilator), images/s
+bench-predict: $(STAMP)
+	$(PY) benchmarks/predict_throughput.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,8 +1,11 @@
 """Vectorized, bit-exact CUBA-LIF arithmetic (docs/architecture.md §4).
 
-All functions take and return ``int64`` numpy arrays holding the exact
-integer values of the hardware registers; widths, wrapping and saturation
-are applied explicitly, never left to numpy's dtype overflow.
+All functions take and return ``int64`` arrays holding the exact integer
+values of the hardware registers; widths, wrapping and saturation are applied
+explicitly, never left to the dtype's overflow.  The arrays may be numpy or
+CuPy (any shape: a leading batch axis is fine); each function works in the
+namespace of its inputs (:func:`.xp.namespace_of`), so the same code is the
+CPU and the GPU arithmetic.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from neurovm.config import (
     VTH_SHIFT,
 )
 
+from .xp import namespace_of
+
 _STATE_MASK = (1 << STATE_BITS) - 1
 
 
@@ -32,8 +37,9 @@ def wrap_state(x: np.ndarray) -> np.ndarray:
 
 def decay(x: np.ndarray, d_eff: np.ndarray) -> np.ndarray:
     """``sign(x) * floor(|x| * (4096 - d_eff) / 4096)``: the shift rounds toward zero."""
-    mag = (np.abs(x) * (DECAY_UNITY - d_eff)) >> DECAY_BITS
-    return np.where(x < 0, -mag, mag)
+    xp = namespace_of(x, d_eff)
+    mag = (xp.abs(x) * (DECAY_UNITY - d_eff)) >> DECAY_BITS
+    return xp.where(x < 0, -mag, mag)
 
 
 def scaled_weight(weight: np.ndarray, weight_exp) -> np.ndarray:
@@ -43,9 +49,10 @@ def scaled_weight(weight: np.ndarray, weight_exp) -> np.ndarray:
     shift (rounds toward -inf) for negative exponents; then the 6-bit MSB alignment
     (``ACT_SHIFT``), so every synaptic input is a multiple of 64 (spec §4, §11).
     """
-    exp = np.asarray(weight_exp, dtype=np.int64)
-    weight = np.asarray(weight, dtype=np.int64)
-    exp_shifted = (weight << np.maximum(exp, 0)) >> np.maximum(-exp, 0)
+    xp = namespace_of(weight, weight_exp)
+    exp = xp.asarray(weight_exp, dtype=xp.int64)
+    weight = xp.asarray(weight, dtype=xp.int64)
+    exp_shifted = (weight << xp.maximum(exp, 0)) >> xp.maximum(-exp, 0)
     return exp_shifted << ACT_SHIFT
 
 
@@ -67,11 +74,12 @@ def lif_step(u, v, ref, acc, du, dv, bias_mant, bias_exp, vth_mant, refract):
     u, v, ref, spiked : ndarray
         New state; ``spiked`` is boolean.
     """
+    xp = namespace_of(u, v, ref, acc)
     u = wrap_state(decay(u, du + DU_OFFSET) + acc)
     v_int = decay(v, dv + DV_OFFSET) + u + (bias_mant << bias_exp)
-    v_int = np.clip(v_int, V_MIN, V_MAX)
+    v_int = xp.clip(v_int, V_MIN, V_MAX)
     refractory = ref > 0
     spiked = (~refractory) & (v_int > (vth_mant << VTH_SHIFT))
-    v = np.where(refractory | spiked, 0, v_int)
-    ref = np.where(refractory, ref - 1, np.where(spiked, refract, 0))
+    v = xp.where(refractory | spiked, 0, v_int)
+    ref = xp.where(refractory, ref - 1, xp.where(spiked, refract, 0))
     return u, v, ref, spiked

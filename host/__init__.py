@@ -17,7 +17,7 @@ BACKENDS = ("emulator", "verilator", "fpga:PORT")
 
 
 def open(backend: str = "emulator", config=None, check: bool = False, waves: str | None = None,
-         quiet: bool = True, **serial_options) -> Chip:  # noqa: A001 - mirrors neurovm.open
+         quiet: bool = True, device: str | None = None, **serial_options) -> Chip:  # noqa: A001 - mirrors neurovm.open
     """Open a chip.
 
     Parameters
@@ -35,6 +35,10 @@ def open(backend: str = "emulator", config=None, check: bool = False, waves: str
         at the first output word that differs.
     waves : str, optional
         Verilator only: write a VCD waveform to this path.
+    device : str, optional
+        Emulator only: ``"cpu"`` (default, numpy) or ``"cuda"`` / ``"cuda:N"`` (CuPy on an
+        NVIDIA GPU); :class:`~neurovm.emulator.DeviceUnavailableError` when CuPy or the
+        device is absent (docs/architecture.md §6.4, §15).
     serial_options
         ``fpga:`` only: ``board``, ``baud``, ``window``, ``timeout`` (see
         :class:`~neurovm.host.serial_backend.SerialBackend`).  With ``board`` the
@@ -44,6 +48,9 @@ def open(backend: str = "emulator", config=None, check: bool = False, waves: str
     """
     from neurovm.config import DEFAULT_CONFIG
 
+    if device is not None and backend != "emulator":
+        raise ValueError(f"device={device!r}: only the emulator backend runs on a chosen device; "
+                         f"backend {backend!r} is a chip of its own")
     if backend.startswith("fpga:"):
         from .serial_backend import SerialBackend
 
@@ -59,7 +66,7 @@ def open(backend: str = "emulator", config=None, check: bool = False, waves: str
     elif serial_options:
         raise TypeError(f"{', '.join(serial_options)}: options of the fpga: backend only")
     elif backend == "emulator":
-        b = EmulatorBackend(config or DEFAULT_CONFIG)
+        b = EmulatorBackend(config or DEFAULT_CONFIG, device=device or "cpu")
     elif backend == "verilator":
         from .verilator import VerilatorBackend
 

@@ -109,20 +109,37 @@ class Backend(abc.ABC):
 
 
 class EmulatorBackend(Backend):
-    """The golden emulator (:class:`neurovm.emulator.Chip`) as a backend."""
+    """The golden emulator (:class:`neurovm.emulator.Chip`) as a backend.
+
+    Parameters
+    ----------
+    config : ChipConfig
+        The chip's sizes.
+    device : str
+        ``"cpu"`` (numpy) or ``"cuda"`` / ``"cuda:N"`` (CuPy): where the emulator's state
+        lives and its timestep runs.  Raises
+        :class:`~neurovm.emulator.DeviceUnavailableError` when CuPy or a CUDA device is absent.
+    batch : int, optional
+        None (default): one chip.  ``B``: ``B`` copies (``Chip(config, batch=B)``); then
+        :meth:`exchange_each` sends one stream per copy, and :meth:`send` / :meth:`exchange`
+        send the same words to every copy and return copy 0's output.
+    """
 
     name = "emulator"
 
-    def __init__(self, config: ChipConfig = DEFAULT_CONFIG):
+    def __init__(self, config: ChipConfig = DEFAULT_CONFIG, device: str = "cpu", batch: int | None = None):
         super().__init__()
         from neurovm.emulator import Chip
 
         self.config = config
-        self.chip = Chip(config)
+        self.device = device
+        self.batch = batch
+        self.chip = Chip(config, batch=batch, device=device)
         self._pending: list[np.ndarray] = []
 
     def send(self, words) -> None:
-        self._pending.append(self.chip.feed(words))
+        out = self.chip.feed(words)
+        self._pending.append(out if self.batch is None else out[0])
 
     def receive(self) -> np.ndarray:
         if not self._pending:
@@ -130,6 +147,23 @@ class EmulatorBackend(Backend):
         out = np.concatenate(self._pending)
         self._pending.clear()
         return out
+
+    def exchange_each(self, streams) -> list[np.ndarray]:
+        """Feed stream ``b`` to copy ``b`` of a batch backend; return every copy's output words.
+
+        Unlike :meth:`exchange` no SYNC is needed: the emulator answers at once.  Words
+        queued by :meth:`send` and not yet received are dropped first.
+
+        Raises
+        ------
+        ValueError
+            The backend is not a batch (``batch=None``), or the number of streams is not ``B``.
+        """
+        if self.batch is None:
+            raise ValueError("EmulatorBackend.exchange_each needs a batch backend (EmulatorBackend(config, "
+                             "batch=B)); use exchange()")
+        self._pending.clear()
+        return self.chip.feed_each(streams)
 
 
 class CosimMismatch(AssertionError):

@@ -135,11 +135,48 @@ def real_array(x, what: str) -> np.ndarray:
 def rate_code(x: np.ndarray, steps: int) -> np.ndarray:
     """Deterministic rate code: ``(steps, n)`` booleans, ``round(x * steps)`` spikes evenly spread.
 
-    ``x`` must already lie in [0, 1].
+    ``x`` must already lie in [0, 1].  For ``x`` of shape ``(samples, n)`` the result is
+    ``(steps, samples, n)``, each sample coded exactly as on its own.
     """
-    x = np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
-    t = np.arange(1, steps + 1)[:, None]
-    return np.floor(t * x[None, :] + 0.5) > np.floor((t - 1) * x[None, :] + 0.5)
+    x = _unit_rate(x)
+    t = np.arange(0, steps + 1).reshape((steps + 1,) + (1,) * x.ndim)
+    sent = _spikes_sent(x[None, ...], t)
+    return sent[1:] > sent[:-1]
+
+
+def _unit_rate(x) -> np.ndarray:
+    """Rates ``x`` as float64 clipped to [0, 1] (the first stage of :func:`rate_code`)."""
+    return np.clip(np.asarray(x, dtype=np.float64), 0.0, 1.0)
+
+
+def _spikes_sent(rate: np.ndarray, t, out: np.ndarray | None = None) -> np.ndarray:
+    """Spikes a rate-coded input has sent by the end of its first ``t`` steps: ``floor(t * rate + 1/2)``.
+
+    Step ``t`` (0-based) of :func:`rate_code` spikes iff ``_spikes_sent(rate, t + 1) >
+    _spikes_sent(rate, t)``; the batched ``predict`` evaluates it one step at a time
+    (:class:`_RateSteps`), into ``out`` if given."""
+    out = np.multiply(t, rate, out=out)
+    out += 0.5
+    return np.floor(out, out=out)
+
+
+class _RateSteps:
+    """Step ``t`` of :func:`rate_code` of ``rate`` on demand (``steps(t)``, booleans shaped like ``rate``),
+    keeping the previous step's count: called for ``t = 0, 1, ...`` it evaluates the code once per step."""
+
+    def __init__(self, rate: np.ndarray):
+        self.rate = rate
+        self.next_t = 0
+        self.sent = _spikes_sent(rate, 0)
+        self.spare = np.empty_like(self.sent)
+
+    def __call__(self, t: int) -> np.ndarray:
+        if t != self.next_t:
+            _spikes_sent(self.rate, t, out=self.sent)
+        after = _spikes_sent(self.rate, t + 1, out=self.spare)
+        spikes = after > self.sent
+        self.sent, self.spare, self.next_t = after, self.sent, t + 1
+        return spikes
 
 
 @dataclass
@@ -262,57 +299,158 @@ class SnnModel:
         return int(steps)
 
     def predict(self, x, chip=None, backend: str = "emulator", steps: int | None = None, name: str = "model",
-                return_scores: bool = False, progress=None):
+                return_scores: bool = False, progress=None, batch: int | None = None):
         """Class predictions (argmax of output spike counts) for samples ``x`` of shape ``(n, inputs)``.
 
         Runs on ``chip`` (an open :class:`~neurovm.host.Chip`: the model gets a VM of its own
-        there and leaves with it) or on a fresh chip of ``backend``.  ``progress``: True
-        prints a progress line to stderr, a callable gets ``(done, total)``; the default
-        prints when stderr is a terminal and there are over 20 samples.
+        there and leaves with it) or on a fresh chip of ``backend``.  Each sample: the VM's
+        state zeroed, ``steps`` steps with the rate-coded sample injected, then the output
+        spike counts plus ``v / (vth + 1)`` are its scores (docs/architecture.md §18).
+
+        ``batch`` sets how many samples one run serves (the predictions and scores do not
+        depend on it):
+
+        * on an emulator chip with no other VM, the model is loaded into a VM as usual and
+          the chip is forked into ``batch`` copies stepping together
+          (:meth:`neurovm.emulator.Chip.run_batch`), one sample per copy; default: up to
+          4096 copies, fewer if their arrays would pass 1 GiB;
+        * elsewhere (Verilator, FPGA, or a shared or checked emulator chip) the model is
+          loaded ``batch`` times, one VM per replica, on free cores and VM ids (default:
+          as many as fit), and one RUN serves one sample per replica;
+        * ``batch=1``: one VM, one sample per run (the sequential path).
+
+        ``progress``: True prints a progress line to stderr, a callable gets ``(done, total)``;
+        the default prints when stderr is a terminal and there are over 20 samples.
         """
         import neurovm
 
         x = self._inputs(x)
         steps = self._steps(steps)
+        if batch is not None and (not _is_int(batch) or batch < 1):
+            raise ModelError(f"batch must be None or an integer >= 1, not {batch!r}")
         chip = chip if chip is not None else neurovm.open(backend, self.config)
         if chip.config != self.config:
             raise ModelError("the chip's configuration differs from the one the model was converted for")
+        mapped = self._mapped(chip)
+        progress = self._progress(progress, x.shape[0])
+        scores = None
+        if batch != 1 and _forkable(chip):
+            scores = self._predict_forked(chip, mapped, x, steps, batch, name, progress)
+        if scores is None:
+            scores = self._predict_replicas(chip, mapped, x, steps, batch, name, progress)
+        pred = scores.argmax(axis=1)
+        return (pred, scores) if return_scores else pred
+
+    def _mapped(self, chip):
+        """The model mapped onto ``chip``'s free cores; ModelError if it does not fit."""
         from neurovm.mapper import map_network
+
+        try:
+            return map_network(self.network(), self.config, free_cores=chip.free_cores)
+        except Exception as e:   # noqa: BLE001 - MapError and friends, reported as the model's problem
+            raise ModelError(f"the model does not fit this chip: {e}") from None
+
+    @staticmethod
+    def _progress(progress, total: int):
+        """The progress callback ``(done, total)`` (None for none), as ``predict`` documents."""
+        if progress is None:
+            progress = sys.stderr.isatty() and total > 20
+        if progress is not True:
+            return progress or None
+        t0 = time.perf_counter()
+
+        def report(done, total):
+            rate = done / max(time.perf_counter() - t0, 1e-9)
+            print(f"\rpredict: {done}/{total} samples, {rate:.1f}/s", end="" if done < total else "\n",
+                  file=sys.stderr, flush=True)
+        return report
+
+    def _output_scores(self, counts: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Scores of the output neurons: spike counts plus ``v / (vth + 1)`` (ties by the final voltage)."""
+        th = int(self.vth_mant[-1]) * 64
+        return counts + v / (th + 1)
+
+    # ---- hardware and the sequential path: replicas, one VM each ------------------------------------
+    def _predict_replicas(self, chip, mapped, x, steps: int, batch, name: str, progress) -> np.ndarray:
+        """Load the model into up to ``batch`` VMs (as many as fit); each RUN serves one sample per VM."""
+        vms = self._replica_vms(chip, mapped, name, batch)
+        out_ids = mapped.populations["output"]
+        scores = np.zeros((x.shape[0], out_ids.size))
+        n = x.shape[0]
+        try:
+            for first in range(0, n, len(vms)):
+                group = list(zip(range(first, min(first + len(vms), n)), vms))
+                for _, vm in group:
+                    vm.reset_state()
+                res = chip.run(steps, {vm: {"input": self.encode(x[i], steps)} for i, vm in group})
+                for i, vm in group:
+                    v = vm.state()["v"][out_ids]
+                    scores[i] = self._output_scores(res[vm].counts()[out_ids], v)
+                done = group[-1][0] + 1
+                if progress and (done // 10 > first // 10 or done == n):
+                    progress(done, n)
+        finally:
+            for vm in vms:
+                vm.destroy()
+        return scores
+
+    def _replica_vms(self, chip, mapped, name: str, batch) -> list:
+        """The first VM (``name``), then replicas ``name#1`` ... while cores and VM ids last."""
+        from .runtime import VMError
+
+        k = len(mapped.images)
+        vms = []
+        try:
+            vms.append(chip.create_vm(name, cores=k).load(mapped))
+            while (batch is None or len(vms) < batch) and len(chip.free_cores) >= k \
+                    and len(chip.vms) < self.config.max_vms:
+                vms.append(chip.create_vm(f"{name}#{len(vms)}", cores=k).load(mapped))
+        except VMError as e:
+            for vm in vms:
+                vm.destroy()
+            raise ModelError(str(e)) from None
+        return vms
+
+    # ---- the emulator: the loaded chip forked into a batch of copies ------------------------------
+    def _predict_forked(self, chip, mapped, x, steps: int, batch, name: str, progress):
+        """Load the model into a VM, then run the samples as copies of the chip (``Chip.run_batch``),
+        injecting each copy's rate-coded sample at the axons the VM's input fan-out names.
+        None (nothing run) if the chip cannot be forked exactly (fan-out faults elsewhere on it)."""
+        from neurovm.emulator import ForkError
 
         from .runtime import VMError
 
         try:
-            mapped = map_network(self.network(), self.config, free_cores=chip.free_cores)
-        except Exception as e:   # noqa: BLE001 - MapError and friends, reported as the model's problem
-            raise ModelError(f"the model does not fit this chip: {e}") from None
-        try:
             vm = chip.create_vm(name, cores=len(mapped.images)).load(mapped)
         except VMError as e:
             raise ModelError(str(e)) from None
-        out_ids = mapped.populations["output"]
-        th = int(self.vth_mant[-1]) * 64
-        scores = np.zeros((x.shape[0], out_ids.size))
-        if progress is None:
-            progress = sys.stderr.isatty() and x.shape[0] > 20
-        if progress is True:
-            t0 = time.perf_counter()
-
-            def progress(done, total):
-                rate = done / max(time.perf_counter() - t0, 1e-9)
-                print(f"\rpredict: {done}/{total} samples, {rate:.1f}/s", end="" if done < total else "\n",
-                      file=sys.stderr, flush=True)
         try:
-            for i, sample in enumerate(x):
-                vm.reset_state()
-                res = vm.run(steps, {"input": self.encode(sample, steps)})
-                v = vm.state()["v"][out_ids]
-                scores[i] = res.counts()[out_ids] + v / (th + 1)
-                if progress and ((i + 1) % 10 == 0 or i + 1 == x.shape[0]):
-                    progress(i + 1, x.shape[0])
+            vm.reset_state()
+            emulator = chip.backend.chip
+            placed = vm.mapped
+            pcore_of = np.asarray(vm.pcores, dtype=np.int64)          # the VM's MMU: vcore -> pcore
+            axons, source = _input_axons(placed, pcore_of)
+            out_ids = placed.populations["output"]
+            out_pcore, out_neuron = pcore_of[placed.core_of[out_ids]], placed.local[out_ids]
+            size = _fork_batch_size(batch, x.shape[0], emulator.config, steps)
+            scores = np.zeros((x.shape[0], out_ids.size))
+            for first in range(0, x.shape[0], size):
+                chunk = x[first:first + size]
+                # step t of rate_code, one event per fan-out entry of a spiking input
+                inject = _RateSteps(_unit_rate(chunk / self.input_scale)[:, source])
+
+                try:
+                    run = emulator.run_batch(chunk.shape[0], steps, inject, axons=axons)
+                except ForkError:
+                    return None
+                counts = run.spikes[:, :, run.spike_columns(out_pcore, out_neuron)].sum(axis=0)
+                scores[first:first + chunk.shape[0]] = self._output_scores(
+                    counts, run.state("v", out_pcore, out_neuron))
+                if progress:
+                    progress(first + chunk.shape[0], x.shape[0])
+            return scores
         finally:
             vm.destroy()
-        pred = scores.argmax(axis=1)
-        return (pred, scores) if return_scores else pred
 
     def predict_reference(self, x, steps: int | None = None) -> np.ndarray:
         """The same SNN simulated directly in numpy, layer by layer (no chip): a cross-check."""
@@ -479,6 +617,37 @@ def _check_file_limits(cfg: ChipConfig, sizes: list[int], weight_counts: list[in
         raise ModelError(f"the dense weight matrices have {sum(weight_counts)} entries in all; the chip's synapse "
                          f"memory holds at most {synapses} (num_cores={cfg.num_cores} x "
                          f"synapses_per_core={cfg.synapses_per_core})")
+
+
+def _forkable(chip) -> bool:
+    """``chip`` is a plain single emulator (not checked, not a batch) with no VM on it: ``predict``
+    may fork it into copies without changing what any tenant sees."""
+    from .backend import EmulatorBackend
+
+    backend = getattr(chip, "backend", None)
+    return isinstance(backend, EmulatorBackend) and backend.batch is None and not chip.vms
+
+
+def _input_axons(mapped, pcore_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The input population's fan-out entries: their (pcore, axon) pairs ``(K, 2)`` and the input
+    (index in the population) each belongs to -- what the runtime injects when that input spikes."""
+    ids = mapped.neurons("input")
+    src, vcore, axon = mapped.fanout_of(ids)
+    axons = np.stack([pcore_of[np.asarray(vcore, dtype=np.int64)], np.asarray(axon, dtype=np.int64)], axis=1)
+    where = {int(n): j for j, n in enumerate(ids.tolist())}
+    return axons.reshape(-1, 2), np.array([where[int(n)] for n in src], dtype=np.int64)
+
+
+_FORK_MAX_COPIES = 4096
+_FORK_MEMORY = 1 << 30
+
+
+def _fork_batch_size(batch, samples: int, config: ChipConfig, steps: int) -> int:
+    """Copies per forked run: ``batch`` (default 4096), at most the samples, and few enough that
+    the copies' arrays (state, temporaries, the spike raster) stay under 1 GiB."""
+    per_copy = 8 * 16 * config.neurons_per_core * config.num_cores + steps * config.neurons_per_core
+    fit = max(1, _FORK_MEMORY // per_copy)
+    return int(max(1, min(batch or _FORK_MAX_COPIES, samples, fit)))
 
 
 def load_model(path) -> SnnModel:

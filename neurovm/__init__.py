@@ -18,6 +18,9 @@ __all__ = ["ChipConfig", "DEFAULT_CONFIG", "__version__", "open", "convert_onnx"
 def open(backend: str = "emulator", config: ChipConfig | None = None, **options):  # noqa: A001 - the entry point
     """Open a chip over a backend ("emulator", "verilator" or "fpga:PORT"); see :func:`neurovm.host.open`.
 
+    For ``"emulator"``, ``device="cuda"`` (or ``"cuda:N"``) runs the emulator on an NVIDIA GPU
+    through CuPy (``pip install 'neurovm[gpu]'``); without CuPy or a device it raises
+    :class:`~neurovm.emulator.DeviceUnavailableError` saying which is missing.
     For ``fpga:PORT``, ``board=B`` takes the board's configuration, baud rate and bridge
     FIFO depth; the serial window follows the FIFO (docs/architecture.md §21).  The
     returned :class:`~neurovm.host.Chip` may be shared by threads.

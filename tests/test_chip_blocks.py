@@ -1,10 +1,14 @@
 """Block-level cocotb tests of the MMU and of the host interface (through the chip top, with
 stalls on both streams), on Verilator.  Testbenches: tests/cocotb/mmu_tb.py, chip_tb.py."""
 
+import pytest
+
 from neurovm.config import ChipConfig
 from neurovm.hdl.chip import NeuroChip
 from neurovm.hdl.mmu import VirtMMU
 from tests.hdl_runner import config_env, run_cocotb
+
+pytestmark = pytest.mark.hdl   # the HDL tier: cocotb testbenches, Verilator lint, Amaranth simulations
 
 MMU_CFG = ChipConfig(mesh_width=3, mesh_height=2, max_vms=3, vcores_per_vm=5)
 # the malformed-command generators of tests/test_malformed_commands.py assume this configuration

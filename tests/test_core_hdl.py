@@ -10,6 +10,8 @@ from neurovm.config import ChipConfig
 from neurovm.hdl.core import LifCore
 from tests.hdl_runner import config_env, run_cocotb
 
+pytestmark = pytest.mark.hdl   # the HDL tier: cocotb testbenches, Verilator lint, Amaranth simulations
+
 SMALL = ChipConfig(mesh_width=1, mesh_height=1, neurons_per_core=16, synapses_per_core=256,
                    axons_per_core=32, fanout_per_core=64)
 NARROW = ChipConfig(mesh_width=1, mesh_height=1, neurons_per_core=23, synapses_per_core=100,

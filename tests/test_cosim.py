@@ -13,6 +13,8 @@ from neurovm.host.backend import EmulatorBackend
 from neurovm.host.verilator import VerilatorBackend
 from tests.randnet import random_workload
 
+pytestmark = pytest.mark.cosim   # the co-simulation tier: the Verilator model of the chip against the emulator
+
 CONFIGS = {
     "default-2x2": ChipConfig(),
     "3x2-small": ChipConfig(mesh_width=3, mesh_height=2, neurons_per_core=12, synapses_per_core=120,

@@ -9,6 +9,8 @@ from neurovm.hdl.uart import UartChip
 from tests.hdl_runner import config_env, run_cocotb
 from tests.test_chip_blocks import CHIP_CFG
 
+pytestmark = pytest.mark.hdl   # the HDL tier: cocotb testbenches, Verilator lint, Amaranth simulations
+
 
 def test_uart_chip_serial_stream_matches_emulator():
     results = run_cocotb(UartChip(CHIP_CFG, divisor=4, fifo_depth=64), "uart_chip", "uart_chip_2x1", "uart_chip_tb",

@@ -5,7 +5,7 @@ import pytest
 
 from neurovm.config import HV_VM, ChipConfig
 from neurovm.formats import REGIONS, FaultCause, Perm, Region
-from neurovm.host import ChipClient, ChipError, EmulatorBackend
+from neurovm.host import ChipClient, ChipError
 from neurovm.host import protocol as P
 from neurovm.image import CoreImage
 from tests.randnet import random_image
@@ -19,24 +19,6 @@ def snapshot(chip: ChipClient, pcore: int) -> dict:
     snap = {r: chip.read(HV_VM, pcore, r, 0, REGIONS[r].size(CFG)).tolist() for r in Region}
     snap["counters"] = chip.counters(HV_VM, pcore).tolist()
     return snap
-
-
-@pytest.fixture(scope="module", params=["emulator", "verilator"])
-def new_backend(request):
-    """Backend factory: every isolation test runs on the emulator and on the Verilator model."""
-    if request.param == "emulator":
-        yield lambda: EmulatorBackend(CFG)
-        return
-    from neurovm.host.verilator import VerilatorBackend
-    made = []
-
-    def make():
-        made.append(VerilatorBackend(CFG))
-        return made[-1]
-
-    yield make
-    for b in made:
-        b.close()
 
 
 @pytest.fixture

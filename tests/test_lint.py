@@ -16,6 +16,8 @@ from neurovm.hdl.toolchain import export_verilog, verilator_env
 from neurovm.hdl.uart import UartChip
 from neurovm.fpga import BOARDS
 
+pytestmark = pytest.mark.hdl   # the HDL tier: cocotb testbenches, Verilator lint, Amaranth simulations
+
 ROOT = Path(__file__).resolve().parents[1]
 WAIVERS = ROOT / "hdl" / "lint.vlt"
 

@@ -31,24 +31,6 @@ def workload() -> list[int]:
 REFERENCE_OUTPUT = Chip(CFG).feed(workload())
 
 
-@pytest.fixture(params=["emulator", "verilator"])
-def new_chip(request):
-    """A factory of fresh chips with the emulator's ``feed`` interface, on either backend."""
-    if request.param == "emulator":
-        yield lambda: Chip(CFG)
-        return
-    from neurovm.host.verilator import VerilatedChip
-    made = []
-
-    def make():
-        made.append(VerilatedChip(CFG))
-        return made[-1]
-
-    yield make
-    for c in made:
-        c.close()
-
-
 def check_messages_name_their_words(fed: list[int], out) -> list:
     """Decode ``out``; every error/host fault must quote the word found at its stream index."""
     msgs = P.decode_output(out)
@@ -112,9 +94,9 @@ def malformed(rng, kind: str) -> tuple[list[int], object]:
 KINDS = ["unknown_opcode", "reserved", "bad_vm", "bad_length", "bad_region", "bad_address", "bad_field", "privilege"]
 
 
-def test_each_malformed_command_gets_exactly_its_error_and_the_chip_keeps_working(new_chip):
+def test_each_malformed_command_gets_exactly_its_error_and_the_chip_keeps_working(new_feed_chip):
     rng = np.random.default_rng(1)
-    chip = new_chip()
+    chip = new_feed_chip()
     fed = P.encode_mmu_map(0, 0, 0) + P.encode_mmu_map(1, 0, 1)
     chip.feed(fed)
     for i in range(2000):
@@ -130,8 +112,8 @@ def test_each_malformed_command_gets_exactly_its_error_and_the_chip_keeps_workin
     np.testing.assert_array_equal(chip.feed(workload()), REFERENCE_OUTPUT)
 
 
-def test_bad_field_write_keeps_the_good_words_and_names_the_bad_one(new_chip):
-    chip = new_chip()
+def test_bad_field_write_keeps_the_good_words_and_names_the_bad_one(new_feed_chip):
+    chip = new_feed_chip()
     words = P.encode_write(HV_VM, 0, Region.SYN, 4, [1, 1 << 16 | 2, 99, 3])  # word 2: target 99 > 7
     msgs = P.decode_output(chip.feed(words))
     assert [(m.code, m.detail, m.word, m.index) for m in msgs] == [(ErrorCode.BAD_FIELD, 6, 99, 4)]
@@ -159,9 +141,9 @@ def random_stream(rng) -> list[int]:
     return out
 
 
-def test_random_word_streams_never_break_the_chip(new_chip):
+def test_random_word_streams_never_break_the_chip(new_feed_chip):
     rng = np.random.default_rng(12345)
-    chip = new_chip()
+    chip = new_feed_chip()
     fed: list[int] = []  # every word ever fed, so stream indices can be checked
     n_errors = 0
     for i in range(3000):

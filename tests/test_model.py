@@ -29,6 +29,7 @@ def test_converted_snn_is_within_two_points_of_the_ann_on_digits(digits):
     assert np.array_equal(pred, model.predict_reference(data.x_test))
 
 
+@pytest.mark.cosim
 def test_verilator_predicts_exactly_what_the_emulator_predicts(digits):
     _, data, _, model = digits
     x = data.x_test[:48]

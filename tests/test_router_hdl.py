@@ -11,6 +11,8 @@ from neurovm.config import ChipConfig
 from neurovm.hdl.router import MeshNoC
 from tests.hdl_runner import config_env, run_cocotb
 
+pytestmark = pytest.mark.hdl   # the HDL tier: cocotb testbenches, Verilator lint, Amaranth simulations
+
 MESHES = {"2x2": (2, 2), "4x4": (4, 4), "1x1": (1, 1), "1x4": (1, 4), "4x1": (4, 1)}
 # packets per traffic pattern (4 patterns per mesh): 4 * (12k + 12k + 1.5k + 1.5k + 1.5k) = 114k
 REGULAR = {"2x2": 12_000, "4x4": 12_000, "1x1": 1_500, "1x4": 1_500, "4x1": 1_500}

@@ -33,11 +33,6 @@ def trains(seed: int, steps: int, n: int, p: float = 0.25) -> np.ndarray:
     return np.random.default_rng(seed).random((steps, n)) < p
 
 
-@pytest.fixture(params=["emulator", "verilator"])
-def backend(request):
-    return request.param
-
-
 def test_two_tenants_concurrently_equal_each_alone(backend):
     """Different networks in two VMs run in one RUN; each VM's spikes equal a run of that VM alone."""
     nets = {"alice": two_layer(1), "bob": two_layer(2, n_in=8, n_out=40)}

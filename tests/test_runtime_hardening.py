@@ -319,6 +319,7 @@ def verilator_tenants():
     return lambda: two_tenants("verilator")
 
 
+@pytest.mark.cosim
 @pytest.mark.parametrize("name", VERILATOR_CASES)
 def test_refusals_leave_the_verilator_model_unchanged(name, verilator_tenants, tmp_path):
     fn, error, match = next((f, e, m) for n, f, e, m in REFUSALS if n == name)

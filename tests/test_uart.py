@@ -10,6 +10,8 @@ from amaranth.sim import Simulator
 
 from neurovm.hdl.uart import UartBridge
 
+pytestmark = pytest.mark.hdl   # the HDL tier: cocotb testbenches, Verilator lint, Amaranth simulations
+
 DIV = 5
 
 

@@ -23,9 +23,8 @@ Brian2 runs the same network (same synapses, weights, biases; the chip's LIF in
 floating point, benchmarks/brian2_lif.py) in the same run, numpy and cython
 targets, as the reference.  Brian2 2.9 does not import with numpy 2.4
 (``ndarray.ptp``), so it runs in a subprocess of the first Python that can
-import it: ``--brian2-python``, this one, or ``build/brian2-venv`` (create it
-with ``python3 -m venv build/brian2-venv && build/brian2-venv/bin/pip install
-'numpy<2.4' 'brian2>=2.9,<3'``).  ``--no-brian2`` skips it.
+import it: ``--brian2-python``, this one, or ``build/brian2-venv`` (``make bench``
+creates it).  ``--no-brian2`` skips it.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from neurovm.config import DEFAULT_CONFIG, HV_VM, ChipConfig
 from neurovm.formats import (
     command_length,
     COMMAND_FORMATS,
+    GUEST_COUNTERS,
     MMU_ENTRY,
     NUM_COUNTERS,
     OUTPUT_FORMATS,
@@ -103,6 +104,7 @@ class Chip:
         self._stream_index = [0] * B  # index of the next input word since power-up (not cleared by RESET)
         self._log: list[tuple[np.ndarray, np.ndarray]] = []  # output words and their copies, in time order
         self._pending_steps = np.zeros(B, dtype=np.int64)
+        self._pending_domains = np.zeros(B, dtype=np.int64)   # the domain set of each copy's RUN (§6.1)
         self.engine = Engine(config, B, self.xp)
         self.mem: dict[Region, np.ndarray] = {}
         self._reset_copy(slice(None))
@@ -356,6 +358,7 @@ class Chip:
             self._owner_vm = np.zeros((B, C), dtype=np.int64)
             self._owner_vcore = np.zeros((B, C), dtype=np.int64)
             self._timestep = np.zeros(B, dtype=np.int64)
+            self._t_dom = np.zeros((B, HV_VM + 1), dtype=np.int64)   # T[d] per domain d (§6.1)
             self._tables_dirty = np.ones(B, dtype=bool)
             self._lut_dirty = np.ones(B, dtype=bool)
             return
@@ -365,6 +368,7 @@ class Chip:
                     self._owner_vcore):
             arr[b] = 0
         self._timestep[b] = 0
+        self._t_dom[b] = 0
         self.engine.reset(b)
         self._tables_dirty[b] = True
         self._lut_dirty[b] = True
@@ -435,10 +439,21 @@ class Chip:
     def _step(self, running: np.ndarray | None):
         """One timestep of the running copies (all if None); its output words go to the log."""
         self._refresh_engine()
-        stepping = slice(None) if running is None else running
+        stepping = np.ones(self._B, dtype=bool) if running is None else running
         self._timestep[stepping] = (self._timestep[stepping] + 1) & WORD_MASK
-        words, copy = self.engine.step(running, self._timestep)
+        cores, spike_t = self._gate(stepping)
+        words, copy = self.engine.step(running, self._timestep, cores, spike_t)
         self._log.append((words, copy))
+
+    def _gate(self, stepping: np.ndarray):
+        """Count the step in ``T[d]`` of every domain the running copies' RUNs name; return each
+        copy's stepping cores (domain in its RUN's set) and the timestep a SPIKE of each core carries."""
+        bits = (self._pending_domains[:, None] >> np.arange(HV_VM + 1)[None, :]) & 1
+        self._t_dom += bits * stepping[:, None]
+        self._t_dom &= WORD_MASK
+        dom = np.where(self._owner_valid, self._owner_vm, HV_VM)          # (B, C): each core's domain
+        cores = stepping[:, None] & (np.take_along_axis(bits, dom, axis=1) == 1)
+        return cores, np.take_along_axis(self._t_dom, dom, axis=1)
 
     # ------------------------------------------------------------------
     # command parsing (per copy, on the host)
@@ -580,9 +595,10 @@ class Chip:
         self.engine.inject(b, p, f["axon"])
 
     def _cmd_run(self, b, f, words, index):
-        if f["steps"] == 0:
+        if f["steps"] == 0 or f["domains"] == 0:
             self._error(b, ErrorCode.BAD_LENGTH, words[0], index)
             return
+        self._pending_domains[b] = f["domains"]
         self._pending_steps[b] = f["steps"]  # stepped by _drive, together with every other copy at a RUN
 
     def _cmd_read_counters(self, b, f, words, index):
@@ -592,6 +608,9 @@ class Chip:
             return
         p = self._resolve(b, f, Perm.R, words[0], index)
         if p is None:
+            return
+        if f["vm"] != HV_VM and first + count > GUEST_COUNTERS:   # PACKETS_ROUTED, BUSY_CYCLES: §9.1
+            self._fault(b, FaultCause.PERMISSION, f["vm"], words[0], index)
             return
         vals = (to_host(self.engine.counters[b, p, first : first + count]) & WORD_MASK).tolist()
         self._emit(b, OUTPUT_FORMATS[OutType.COUNTERS].pack(type=OutType.COUNTERS, count=count), *vals)

@@ -350,7 +350,8 @@ class Engine:
     # ------------------------------------------------------------------
     # the timestep
     # ------------------------------------------------------------------
-    def step(self, running: np.ndarray | None, timestep: np.ndarray):
+    def step(self, running: np.ndarray | None, timestep: np.ndarray, cores: np.ndarray | None = None,
+             spike_t: np.ndarray | None = None):
         """One timestep of the copies marked in ``running`` (all if None).
 
         Parameters
@@ -358,7 +359,12 @@ class Engine:
         running : (B,) bool host array or None
             Copies that step; the others keep their state, counters and outputs.
         timestep : (B,) int64 host array
-            Each copy's timestep ``t`` after its increment (the value its messages carry).
+            Each copy's step counter ``T`` after its increment (what its STEP_END carries).
+        cores : (B, C) bool host array, optional
+            The stepping cores of each copy (a gated RUN, §6.1: the cores whose domain the RUN
+            names); the others are frozen. None: every core of a running copy.
+        spike_t : (B, C) int64 host array, optional
+            The timestep a SPIKE of each core carries: ``T[d]`` of the core's domain. None: ``timestep``.
 
         Returns
         -------
@@ -368,16 +374,21 @@ class Engine:
         """
         xp, t = self.xp, self.tables
         self.flush()
-        update = t.active if running is None else t.active & xp.asarray(running)[:, None, None]
+        stepping = xp.ones(t.n_active.shape, dtype=bool) if cores is None else xp.asarray(cores)
+        if running is not None:
+            stepping = stepping & xp.asarray(running)[:, None]
+        update = t.active & stepping[:, :, None]
         spiked = self._update_neurons(update)
-        n_active = t.n_active if running is None else t.n_active * xp.asarray(running)[:, None]
+        n_active = t.n_active * stepping
         self.counters += self.update_counts(n_active)
 
         src = xp.flatnonzero(spiked)  # flat (copy, core, neuron), ascending: the order of §6.3
         routes = self.routes()
         lens = t.fo_len.reshape(-1)[src]
         entry = ranges(xp, t.fo_start.reshape(-1)[src], lens)  # the fan-out entries of this step's spikes
-        words, copy = self._messages(src, *self._failed_entries(src, lens, entry, routes), timestep)
+        if spike_t is None:
+            spike_t = np.broadcast_to(np.asarray(timestep)[:, None], tuple(t.n_active.shape))
+        words, copy = self._messages(src, *self._failed_entries(src, lens, entry, routes), spike_t)
         c = self.config
         self.counters += self.spike_counts(src, src // (c.num_cores * c.neurons_per_core), entry,
                                            entry // (c.num_cores * c.fanout_per_core), self.batch)
@@ -411,7 +422,7 @@ class Engine:
         self.acc = xp.where(update, 0, self.acc)
         return spiked & update
 
-    def _messages(self, src, fault_src, fault_entry, cause, timestep):
+    def _messages(self, src, fault_src, fault_entry, cause, spike_t):
         """SPIKE messages of reporting neurons and FAULT messages of failed fan-out entries,
         ordered per copy, per core, per neuron: its SPIKE, then its faults in entry order (§6.3)."""
         xp, c, t = self.xp, self.config, self.tables
@@ -427,7 +438,7 @@ class Engine:
         words = xp.zeros((n_msgs, 3), dtype=xp.int64)
         words[:n_rep, 0] = (_put(_SPIKE, "type", int(OutType.SPIKE)) | _put(_SPIKE, "vm", dom_vm[:n_rep])
                             | _put(_SPIKE, "vcore", dom_vc[:n_rep]) | _put(_SPIKE, "neuron", neuron[:n_rep]))
-        words[:n_rep, 1] = xp.asarray(timestep)[core[:n_rep] // C]
+        words[:n_rep, 1] = xp.asarray(np.ascontiguousarray(spike_t)).reshape(-1)[core[:n_rep]]   # T of its domain
         words[n_rep:, 0] = (_put(_FAULT, "type", int(OutType.FAULT)) | _put(_FAULT, "vm", dom_vm[n_rep:])
                             | _put(_FAULT, "cause", cause) | _put(_FAULT, "origin", int(FaultOrigin.FANOUT)))
         words[n_rep:, 1] = t.fo_word.reshape(-1)[fault_entry]

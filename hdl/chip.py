@@ -78,7 +78,7 @@ class NeuroChip(wiring.Component):
                 inj.ready.eq(core.events.ready),
                 dlv.ready.eq(core.events.ready & ~inj.valid),
                 hif.mesh_delivered[p].eq(dlv.valid & dlv.ready),
-                core.start.eq(hif.start),
+                core.start.eq(hif.start[p]),
                 core.commit.eq(hif.commit),
                 hif.phase[p].eq(core.phase),
                 hif.done[p].eq(core.done),

@@ -42,6 +42,7 @@ from neurovm.formats import (
     ErrorCode,
     FaultCause,
     FaultOrigin,
+    GUEST_COUNTERS,
     Opcode,
     OutType,
     Perm,
@@ -134,7 +135,7 @@ class HostInterface(wiring.Component):
             "cfg_rdata": In(stream.Signature(WORD_BITS)).array(C),
             "inject": Out(stream.Signature(LINK_LAYOUTS["AXON_EVENT"])).array(C),
             "spikes": In(stream.Signature(LINK_LAYOUTS["CORE_SPIKE"])).array(C),
-            "start": Out(1), "commit": Out(1),
+            "start": Out(C), "commit": Out(1),   # start: one bit per core (only stepping cores, §6.1)
             "phase": In(CorePhase).array(C), "done": In(1).array(C), "syn_idle": In(1).array(C),
             "core_counters": In(CORE_COUNTERS_LAYOUT).array(C),
             "mesh_in": Out(stream.Signature(LINK_LAYOUTS["AER_PACKET"])).array(C),
@@ -207,8 +208,13 @@ class HostInterface(wiring.Component):
         x.k2 = Signal(range(MAX_COMMAND_WORDS))   # response counter
         x.pcore = Signal(self.core_bits)
         x.steps_left = Signal(COMMAND_FORMATS[Opcode.RUN]["steps"].width)
-        x.timestep = Signal(WORD_BITS)
+        x.timestep = Signal(WORD_BITS)       # T: every executed step (STEP_END)
         m.d.comb += self.timestep.eq(x.timestep)
+        # T[d] per domain (§6.1): guest VMs 0..max_vms-1, then the bare-metal cores (HV_VM) last
+        x.domains = list(range(c.max_vms)) + [HV_VM]
+        x.t_dom = Array(Signal(WORD_BITS, name=f"t_dom_{d}") for d in x.domains)
+        x.run_domains = Signal(COMMAND_FORMATS[Opcode.RUN]["domains"].width)   # the RUN's domain set
+        x.stepping = Signal(c.num_cores)     # cores whose domain the RUN names
         x.pending = Signal(c.num_cores)      # cores that have not yet accepted a broadcast CLEAR
         x.word_in = self.cmd.payload
         x.take_word = Signal()
@@ -227,6 +233,7 @@ class HostInterface(wiring.Component):
         x.f_count = h[Opcode.WRITE].count
         x.f_axon = h[Opcode.INJECT].axon
         x.f_steps = h[Opcode.RUN].steps
+        x.f_domains = h[Opcode.RUN].domains
         x.f_first = h[Opcode.READ_COUNTERS].first
         x.f_ccount = h[Opcode.READ_COUNTERS].count
         x.f_scope = h[Opcode.RESET].scope
@@ -274,7 +281,8 @@ class HostInterface(wiring.Component):
                 m.d.comb += need.eq(Perm.S)
         x.hv_bad_core = x.is_hv & (x.f_vcore >= C)
         x.guest_unmapped = ~x.is_hv & ~mmu.h_mapped
-        x.guest_denied = ~x.is_hv & mmu.h_mapped & ~(mmu.h_perms & need).any()
+        hv_counters = (x.op == Opcode.READ_COUNTERS) & (x.f_first + x.f_ccount > GUEST_COUNTERS)   # §9.1
+        x.guest_denied = ~x.is_hv & mmu.h_mapped & (~(mmu.h_perms & need).any() | hv_counters)
         x.resolved = Mux(x.is_hv, x.f_vcore[:self.core_bits], mmu.h_pcore)
 
     def _resolve(self, m, x, then: str):
@@ -323,7 +331,7 @@ class HostInterface(wiring.Component):
         c = self.config
         C = c.num_cores
         x.all_idle = Cat(self.phase[p] == CorePhase.IDLE for p in range(C)).all()
-        x.all_run = Cat(self.phase[p] == CorePhase.RUN for p in range(C)).all()
+        x.stepping_in_run = Cat((self.phase[p] == CorePhase.RUN) | ~x.stepping[p] for p in range(C)).all()
         x.all_syn_idle = Cat(self.syn_idle[p] for p in range(C)).all()
         # the item being handled in a RUN, translated by the MMU (§7.3)
         x.item = Signal(LINK_LAYOUTS["CORE_SPIKE"])
@@ -382,10 +390,12 @@ class HostInterface(wiring.Component):
                 self._emit(m, x, [pack_word(OUTPUT_FORMATS[OutType.SYNC_ACK], type=OutType.SYNC_ACK,
                                             tag=x.f_tag)], _Ret.HDR)
             with m.Case(Opcode.RUN):
-                with m.If(x.f_steps == 0):
+                with m.If((x.f_steps == 0) | (x.f_domains == 0)):
                     self._error(m, x, ErrorCode.BAD_LENGTH, x.hdr, x.hdr_idx, _Ret.HDR)
                 with m.Else():
-                    m.d.sync += x.steps_left.eq(x.f_steps)
+                    C = c.num_cores
+                    m.d.sync += [x.steps_left.eq(x.f_steps), x.run_domains.eq(x.f_domains),
+                                 x.stepping.eq(Cat(Array(x.f_domains)[self.mmu.core_dom[p]] for p in range(C)))]
                     m.next = "STEP_START"
             with m.Case(Opcode.READ_COUNTERS):
                 with m.If((x.f_ccount == 0) | (x.f_first + x.f_ccount > NUM_COUNTERS)):
@@ -415,6 +425,7 @@ class HostInterface(wiring.Component):
         all_cores = (1 << C) - 1
         with m.If(~x.f_scope):
             m.d.sync += [x.pending.eq(all_cores), x.timestep.eq(0)]
+            m.d.sync += [t.eq(0) for t in x.t_dom]
             self._clear_chip_counters(m, x, range(C))
             m.d.comb += [self.mmu.reset.eq(1), self.mesh_clear.eq(all_cores)]
             m.next = "CLEAR"
@@ -547,12 +558,15 @@ class HostInterface(wiring.Component):
         mmu = self.mmu
         with m.State("STEP_START"):
             with m.If(x.all_idle):
-                m.d.comb += self.start.eq(1)
+                m.d.comb += self.start.eq(x.stepping)
                 m.d.sync += x.timestep.eq(x.timestep + 1)
+                for i, d in enumerate(x.domains):
+                    with m.If(x.run_domains[d]):
+                        m.d.sync += x.t_dom[i].eq(x.t_dom[i] + 1)
                 m.next = "STEP_WAIT_RUN"
 
         with m.State("STEP_WAIT_RUN"):
-            with m.If(x.all_run):
+            with m.If(x.stepping_in_run):
                 m.d.sync += x.pcore.eq(0)
                 m.next = "DRAIN"
 
@@ -562,7 +576,7 @@ class HostInterface(wiring.Component):
             with m.If(x.spk_valid[x.pcore]):
                 m.d.sync += x.item.eq(x.spk_payload[x.pcore])
                 m.next = "ITEM"
-            with m.Elif(x.done[x.pcore]):
+            with m.Elif(x.done[x.pcore] | ~Array(x.stepping)[x.pcore]):   # a frozen core has nothing
                 with m.If(x.pcore == C - 1):
                     m.next = "BARRIER"
                 with m.Else():
@@ -572,7 +586,8 @@ class HostInterface(wiring.Component):
             src = pack_word(FANOUT_SOURCE, vcore=mmu.dom_vcore, neuron=x.item.neuron)
             with m.If(x.item.report):
                 self._emit(m, x, [pack_word(OUTPUT_FORMATS[OutType.SPIKE], type=OutType.SPIKE, vm=mmu.dom_vm,
-                                            vcore=mmu.dom_vcore, neuron=x.item.neuron), x.timestep], _Ret.DRAIN)
+                                            vcore=mmu.dom_vcore, neuron=x.item.neuron),
+                                  self._domain_timestep(x, mmu.dom_vm)], _Ret.DRAIN)
             with m.Elif(mmu.f_ok):
                 m.d.sync += x.dest.eq(mmu.f_pcore)
                 m.next = "PUSH"
@@ -595,6 +610,10 @@ class HostInterface(wiring.Component):
                 m.d.sync += x.steps_left.eq(x.steps_left - 1)
                 self._emit(m, x, [pack_word(OUTPUT_FORMATS[OutType.STEP_END], type=OutType.STEP_END),
                                   x.timestep], _Ret.STEP_DONE)
+
+    def _domain_timestep(self, x, vm):
+        """``T[vm]``: the timestep of the domain ``vm`` (a guest VM id, or HV_VM for bare-metal cores)."""
+        return x.t_dom[Mux(vm == HV_VM, len(x.domains) - 1, vm)]
 
     def _push_packet(self, m, x):
         """The current fan-out item as an AER packet into the mesh; count PACKETS_SENT and hops."""

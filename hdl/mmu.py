@@ -14,7 +14,7 @@ RESET commands.  Three lookup ports answer in the same clock:
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Signal
+from amaranth.hdl import Array, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -51,6 +51,8 @@ class VirtMMU(wiring.Component):
             "f_src": In(cb), "f_vcore": In(VCORE_BITS),
             "f_ok": Out(1), "f_pcore": Out(cb), "f_cause": Out(CAUSE_BITS),
             "dom_vm": Out(VM_BITS), "dom_vcore": Out(VCORE_BITS),
+            # every core's domain (§6.1): its owner's VM, or HV_VM for a bare-metal core
+            "core_dom": Out(VM_BITS).array(config.num_cores),
             # MMU_MAP
             "map_entry": In(MMU_ENTRY_LAYOUT), "map_owned": Out(1), "map_apply": In(1),
             "reset": In(1),
@@ -84,6 +86,9 @@ class VirtMMU(wiring.Component):
 
         mapped, pc, perms = lookup(self.h_vm, self.h_vcore, "h")
         m.d.comb += [self.h_mapped.eq(mapped), self.h_pcore.eq(pc), self.h_perms.eq(perms)]
+
+        for p in range(C):
+            m.d.comb += self.core_dom[p].eq(Mux(o_valid[p], o_vm[p], HV_VM))
 
         # fan-out: the source core's domain decides (§7.3)
         src_owned = o_valid[self.f_src]

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from neurovm.config import HV_VM
-from neurovm.formats import ARCH_COUNTERS, NUM_COUNTERS, REGIONS, Perm, Region
+from neurovm.formats import (ALL_DOMAINS, ARCH_COUNTERS, GUEST_COUNTERS, NUM_COUNTERS, REGIONS, WORD_MASK, Perm,
+                             Region)
 from neurovm.image import CoreImage
 
 from . import protocol as P
@@ -50,9 +51,17 @@ class RunResult:
     spikes: np.ndarray
     faults: list = field(default_factory=list)
     steps: list = field(default_factory=list)
+    #: ``T[d]`` of every domain before the run (index d: guest VM d, HV_VM for bare-metal cores);
+    #: a spike of domain d at step s of this run (0-based) carries ``T[d] + 1 + s`` (§6.1)
+    domain_t0: np.ndarray = field(default_factory=lambda: np.zeros(HV_VM + 1, dtype=np.int64))
 
     def for_vm(self, vm: int) -> np.ndarray:
         return self.spikes[self.spikes["vm"] == vm]
+
+    def step_of(self, spikes: np.ndarray) -> np.ndarray:
+        """The step within this run (0-based) of each spike, from its domain's timestep."""
+        t0 = self.domain_t0[np.asarray(spikes["vm"], dtype=np.int64)]
+        return (np.asarray(spikes["timestep"], dtype=np.int64) - t0 - 1) & WORD_MASK
 
 
 class ChipClient:
@@ -72,6 +81,8 @@ class ChipClient:
         self.lock = threading.RLock()
         self._resync_needed = False
         self.resyncs = 0      # resynchronisations done (after failed exchanges, or asked for)
+        #: ``T[d]`` per domain as the chip keeps it (§6.1), followed from every RUN this client sends
+        self.domain_t = np.zeros(HV_VM + 1, dtype=np.int64)
 
     # ---- plumbing -------------------------------------------------------
     def _transfer(self, words) -> np.ndarray:
@@ -119,7 +130,10 @@ class ChipClient:
     # ---- hypervisor --------------------------------------------------------
     def reset(self, pcore: int | None = None) -> None:
         """Reset the whole chip, or scrub one physical core."""
-        self._checked("reset", P.encode_reset(pcore))
+        with self.lock:
+            self._checked("reset", P.encode_reset(pcore))
+            if pcore is None:
+                self.domain_t[:] = 0
 
     def map(self, vm: int, vcore: int, pcore: int, perms: int = Perm.ALL) -> None:
         """Map ``vcore`` of ``vm`` to physical core ``pcore`` (privileged)."""
@@ -204,18 +218,26 @@ class ChipClient:
         if words:
             self._checked(f"inject VM {vm} vcore {vcore}", words)
 
-    def run(self, steps: int, inject: dict | None = None) -> RunResult:
-        """Run ``steps`` timesteps.
+    def run(self, steps: int, inject: dict | None = None, domains: int = ALL_DOMAINS) -> RunResult:
+        """Run ``steps`` timesteps of the cores of ``domains`` (privileged; §6.1).
 
         Parameters
         ----------
         inject : dict, optional
             ``{step_offset: [(vm, vcore, axon), ...]}``: spikes injected before
             the given step of this run (0 = the first step).
+        domains : int
+            Bit set of the domains that step (``formats.domain_bit(vm)``; bit 7 = the
+            bare-metal cores); every other core is frozen. Default: every core.
         """
         steps = P.check_steps(steps)
-        words = self._run_words(steps, inject or {})
-        spikes, msgs = P.decode_spikes(self._transfer(words))
+        domains = P.check_int("run: domains", domains, 1, ALL_DOMAINS)
+        words = self._run_words(steps, inject or {}, domains)
+        with self.lock:
+            t0 = self.domain_t.copy()
+            spikes, msgs = P.decode_spikes(self._transfer(words))
+            bits = (domains >> np.arange(HV_VM + 1)) & 1
+            self.domain_t = (self.domain_t + steps * bits) & WORD_MASK
         errors = [m for m in msgs if isinstance(m, P.ErrorMsg)
                   or (isinstance(m, P.Fault) and m.origin == P.FaultOrigin.HOST)]
         if errors:
@@ -225,9 +247,10 @@ class ChipClient:
             else np.zeros(0, dtype=SPIKE_DTYPE),
             faults=[m for m in msgs if isinstance(m, P.Fault)],
             steps=[m.timestep for m in msgs if isinstance(m, P.StepEnd)],
+            domain_t0=t0,
         )
 
-    def _run_words(self, steps: int, inject: dict) -> list[int]:
+    def _run_words(self, steps: int, inject: dict, domains: int = ALL_DOMAINS) -> list[int]:
         """The RUN (and INJECT) words of a run; RequestError, before anything is sent, on a bad
         step key or an injection the chip would refuse by its address (§8.3 check 7)."""
         if not isinstance(inject, dict):
@@ -238,12 +261,12 @@ class ChipClient:
         if bad_keys:
             raise RequestError(f"run: inject keys {bad_keys} are outside this run's steps 0..{steps - 1}")
         if not inject:
-            return P.encode_run(steps)
+            return P.encode_run(steps, domains=domains)
         words: list[int] = []
         for s in range(steps):
             for item in inject.get(s, ()):
                 words += self._inject_words(s, item)
-            words += P.encode_run(1)
+            words += P.encode_run(1, domains=domains)
         return words
 
     def _inject_words(self, step: int, item) -> list[int]:
@@ -263,8 +286,13 @@ class ChipClient:
         return P.encode_inject(vm, int(vcore), int(axon))
 
     def counters(self, vm: int, vcore: int, arch_only: bool = False) -> np.ndarray:
-        """The telemetry counters of one core (see :class:`neurovm.formats.Counter`)."""
-        n = ARCH_COUNTERS if arch_only else NUM_COUNTERS
+        """The telemetry counters of one core (see :class:`neurovm.formats.Counter`).
+
+        A guest reads counters ``0 .. GUEST_COUNTERS-1`` only (§9.1: PACKETS_ROUTED and
+        BUSY_CYCLES are the hypervisor's); the hypervisor reads all of them, or the
+        architectural ones with ``arch_only``.
+        """
+        n = GUEST_COUNTERS if vm != HV_VM else ARCH_COUNTERS if arch_only else NUM_COUNTERS
         msgs = self._checked(f"counters VM {vm} vcore {vcore}", P.encode_read_counters(vm, vcore, 0, n))
         return next(m.values for m in msgs if isinstance(m, P.CountersMsg))
 

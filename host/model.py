@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from neurovm.config import BIAS_EXP_BITS, BIAS_MANT_BITS, DEFAULT_CONFIG, VTH_BITS, ChipConfig
-from neurovm.npzfile import load_npz, save_npz
+from neurovm.npzfile import load_checked, save_npz
 
 __all__ = ["ModelError", "SnnModel", "convert_onnx", "convert_pytorch", "load_model", "rate_code",
            "MODEL_FORMAT", "MODEL_VERSION"]
@@ -528,15 +528,7 @@ class SnnModel:
         dtype and shape is checked from its ``.npy`` header against limits derived from the
         file's ``ChipConfig`` before it is read (see :func:`_check_file_limits`).
         """
-        path = Path(path)
-        header, members = load_npz(path, MODEL_FORMAT, MODEL_VERSION, "NeuroVM model file", ModelError)
-        with members:
-            try:
-                return cls._from_file(header, members)
-            except KeyError as e:
-                raise ModelError(f"{path}: damaged model header, {e} is missing") from None
-            except ModelError as e:
-                raise e if str(e).startswith(str(path)) else ModelError(f"{path}: {e}") from None
+        return load_checked(path, MODEL_FORMAT, MODEL_VERSION, "NeuroVM model file", ModelError, cls._from_file)
 
     @classmethod
     def _from_file(cls, header: dict, members) -> "SnnModel":

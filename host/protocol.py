@@ -14,6 +14,7 @@ import numpy as np
 
 from neurovm.config import HV_VM
 from neurovm.formats import (
+    ALL_DOMAINS,
     COMMAND_FORMATS,
     FANOUT_SOURCE,
     MMU_ENTRY,
@@ -181,13 +182,16 @@ def encode_inject(vm: int, vcore: int, axon: int) -> list[int]:
     return [_cmd(Opcode.INJECT, vm=vm, vcore=vcore, axon=axon)]
 
 
-def encode_run(steps: int, vm: int = HV_VM) -> list[int]:
-    """RUN commands for ``steps`` timesteps (split into runs of at most 4095 steps)."""
+def encode_run(steps: int, vm: int = HV_VM, domains: int = ALL_DOMAINS) -> list[int]:
+    """RUN commands for ``steps`` timesteps of the cores of ``domains`` (§8.1; split into runs of
+    at most 4095 steps).  ``domains``: bit d = guest VM d (``domain_bit``), bit 7 = the bare-metal
+    cores; the default steps every core."""
     steps = check_steps(steps)
+    domains = check_int("run: domains", domains, 1, ALL_DOMAINS)
     out: list[int] = []
     while steps > 0:
         n = min(steps, 4095)
-        out.append(_cmd(Opcode.RUN, vm=vm, steps=n))
+        out.append(_cmd(Opcode.RUN, vm=vm, domains=domains, steps=n))
         steps -= n
     return out
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from neurovm.config import HV_VM
-from neurovm.formats import ARCH_COUNTERS, REGIONS, Counter, Region
+from neurovm.formats import ALL_DOMAINS, GUEST_COUNTERS, REGIONS, Counter, Region, domain_bit
 from neurovm.image import ImageError
 
 from . import protocol as P
@@ -200,18 +200,21 @@ class Chip(ChipClient):
 
     # ---- running ---------------------------------------------------------------------
     @_atomic
-    def run(self, steps: int, inputs: dict | None = None, inject: dict | None = None):
-        """Run ``steps`` timesteps of the whole chip.
+    def run(self, steps: int, inputs: dict | None = None, inject: dict | None = None, domains: int | None = None):
+        """Run ``steps`` timesteps: of the VMs in ``inputs`` (a gated RUN, §6.1), or of every core.
 
         Parameters
         ----------
         inputs : dict, optional
-            ``{vm: vm_inputs}`` (see :meth:`VM.run`).  With ``inputs`` the result is
-            ``{vm: SpikeTrains}`` for every live VM with a network loaded.
+            ``{vm: vm_inputs}`` (see :meth:`VM.run`).  Only these VMs step (every other
+            core is frozen), and the result is ``{vm: SpikeTrains}`` for each of them.
         inject : dict, optional
             Low-level ``{step: [(vm id, vcore, axon), ...]}`` (see
             :meth:`ChipClient.run`); without ``inputs`` the raw :class:`RunResult`
             is returned.  With ``inputs`` these spikes are injected too.
+        domains : int, optional
+            Without ``inputs``: the RUN's domain bit set (§8.1; default every core).  With
+            ``inputs`` the domains are those VMs', and giving ``domains`` too is an error.
 
         Raises
         ------
@@ -222,7 +225,9 @@ class Chip(ChipClient):
         """
         steps = P.check_steps(steps)
         if inputs is None:
-            return super().run(steps, inject)
+            return super().run(steps, inject, ALL_DOMAINS if domains is None else domains)
+        if domains is not None:
+            raise VMError("run: give either inputs (the VMs that step) or domains, not both")
         if not isinstance(inputs, dict):
             raise VMError(f"inputs must be a dict {{vm: {{population: spikes}}}}, not {type(inputs).__name__}")
         plan: dict[int, list] = {s: list(v) for s, v in (inject or {}).items()}
@@ -231,15 +236,17 @@ class Chip(ChipClient):
                 raise VMError(f"{vm!r} is not a live VM of this chip")
             for s, triples in vm._injections(steps, vin).items():
                 plan.setdefault(s, []).extend(triples)
-        res = super().run(steps, plan or None)
-        first = res.steps[0] if res.steps else 0
-        out = {}
-        for vm in self.vms:
+        stepping = [vm for vm in self.vms if vm in inputs]
+        for vm in stepping:
             if vm.mapped is None:
-                continue
+                raise VMError(f"VM {vm.name!r}: no network loaded")
+        # a gated RUN (§6.1): only the named VMs step, every other core is frozen
+        res = super().run(steps, plan or None, domains=sum(domain_bit(vm.id) for vm in stepping))
+        out = {}
+        for vm in stepping:
             sp = res.for_vm(vm.id)
             neuron = vm.mapped.neuron_of(sp["vcore"], sp["neuron"]) if sp.size else np.zeros(0, np.int64)
-            step = (sp["timestep"] - first).astype(np.int64)
+            step = res.step_of(sp)
             order = np.lexsort((neuron, step))
             out[vm] = SpikeTrains(step[order], neuron[order], vm.mapped.n, int(steps))
             vm.steps_run += int(steps)
@@ -273,7 +280,7 @@ class VM:
         self.mapped = None
         self.steps_run = 0
         self._alive = True
-        self._counter_base = np.zeros(len(Counter), dtype=np.int64)   # counters of cores given back
+        self._counter_base = np.zeros(GUEST_COUNTERS, dtype=np.int64)   # counters of cores given back
 
     def __repr__(self) -> str:
         state = "" if self._alive else ", destroyed"
@@ -425,7 +432,8 @@ class VM:
         ``(steps, population size)`` -- or, for one neuron, a list of spike times.
         A spike fed at step ``s`` reaches the targets as if the input neuron had
         spiked at step ``s-1``: it is integrated at step ``s``.
-        Other VMs on the chip advance too (one clock); their spikes are not returned here.
+        Only this VM steps (a gated RUN, §6.1): every other VM is frozen meanwhile, so
+        neither changes the other's results.
         """
         steps = P.check_steps(steps)
         self._check_alive()
@@ -458,8 +466,9 @@ class VM:
 
     # ---- telemetry ----------------------------------------------------------------------------
     def _core_counters(self) -> np.ndarray:
+        """Counters 0 .. GUEST_COUNTERS-1 of every vcore, read under the VM's own id (§9.1)."""
         return np.array([self.chip.counters(self.id, vc) for vc in range(len(self.pcores))], dtype=np.int64) \
-            .reshape(len(self.pcores), len(Counter))
+            .reshape(len(self.pcores), GUEST_COUNTERS)
 
     @_atomic
     def telemetry(self) -> dict:
@@ -468,9 +477,12 @@ class VM:
 
         self._check_alive()
         c = self._counter_base + self._core_counters().sum(axis=0)
-        out = {name.lower(): int(c[i]) for i, name in enumerate(Counter.__members__)}
+        out = {Counter(i).name.lower(): int(c[i]) for i in range(GUEST_COUNTERS)}
+        # routers the VM's own packets passed (XY: |dx| + |dy| + 1 each), not the router counters,
+        # which count other VMs' traffic crossing this VM's cores too (§9.1)
+        out["packets_routed"] = int(c[Counter.PACKETS_SENT] + c[Counter.HOPS_X] + c[Counter.HOPS_Y])
         out["steps"] = self.steps_run
-        out["energy_pj"] = float(EnergyModel().energy_pj(c[:ARCH_COUNTERS + 1]))
+        out["energy_pj"] = float(EnergyModel().energy_pj(c))
         return out
 
     # ---- relocation and teardown ----------------------------------------------------------------

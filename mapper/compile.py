@@ -9,7 +9,7 @@ import numpy as np
 
 from neurovm.config import ChipConfig
 from neurovm.image import CoreImage
-from neurovm.npzfile import load_npz, save_npz
+from neurovm.npzfile import load_checked, save_npz
 
 from .network import LIF_FIELDS, NetArrays
 from .partition import LIMITS, MapError, _check_work_budget, packet_volume, reject_removed_arguments, resource_use
@@ -270,15 +270,8 @@ class MappedNetwork:
         """
         from neurovm.image import ImageError
 
-        path = Path(path)
-        header, members = load_npz(path, FORMAT, FORMAT_VERSION, "mapped-network file", MapError)
-        with members:
-            try:
-                return cls._from_file(header, members)
-            except KeyError as e:
-                raise MapError(f"{path}: damaged header, field {e} is missing") from None
-            except (MapError, ImageError) as e:
-                raise e if str(e).startswith(str(path)) else MapError(f"{path}: {e}") from None
+        return load_checked(path, FORMAT, FORMAT_VERSION, "mapped-network file", MapError, cls._from_file,
+                            also=(ImageError,))
 
     @classmethod
     def _from_file(cls, header: dict, members) -> "MappedNetwork":

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, BinaryIO
 
-__all__ = ["SaveError", "atomic_write"]
+__all__ = ["SaveError", "atomic_write", "unwritable"]
 
 
 class SaveError(OSError):
@@ -42,11 +42,10 @@ def atomic_write(path, write: Callable[[BinaryIO], None]) -> Path:
         The target path.
     """
     path = Path(path)
+    problem = unwritable(path)
+    if problem:
+        raise SaveError(f"{path}: cannot save, {problem}")
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise SaveError(f"{path}: cannot save, folder {str(folder)!r} does not exist")
-    if path.is_dir():
-        raise SaveError(f"{path}: cannot save, it is a folder")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except OSError as e:
@@ -65,6 +64,20 @@ def atomic_write(path, write: Callable[[BinaryIO], None]) -> Path:
         raise
     _fsync_folder(folder)
     return path
+
+
+def unwritable(path) -> str | None:
+    """Why ``path`` cannot be saved to (its folder is missing, or it is a folder), or None.
+
+    The command line asks before doing any work; :func:`atomic_write` asks again before writing.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        return f"folder {str(folder)!r} does not exist"
+    if path.is_dir():
+        return "it is a folder; give a file name"
+    return None
 
 
 def _fsync_folder(folder: Path) -> None:

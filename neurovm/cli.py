@@ -33,7 +33,7 @@ import numpy as np
 
 from . import __version__
 from .arrays import ArrayError, load_array, split_array_spec
-from .atomic import SaveError, atomic_write
+from .atomic import SaveError, atomic_write, unwritable
 from .host.model import MAX_STEPS   # the most timesteps per sample a model may have; the CLI's limit for any run
 
 BACKENDS = ["emulator", "verilator"]
@@ -122,11 +122,9 @@ def _input_file(path: str, what: str) -> Path:
 def _output_file(path: str, what: str, suffix: str | None = None, inputs=()) -> Path:
     """``path`` checked as a place to write: its folder exists, it is not a folder nor one of ``inputs``."""
     p = Path(path)
-    folder = p.parent if str(p.parent) else Path(".")
-    if not folder.is_dir():
-        raise CliError(f"{what} {p}: folder {str(folder)!r} does not exist")
-    if p.is_dir():
-        raise CliError(f"{what} {p}: is a folder; give a file name")
+    problem = unwritable(p)
+    if problem:
+        raise CliError(f"{what} {p}: {problem}")
     if suffix is not None and p.suffix.lower() != suffix:
         raise CliError(f"{what} {p}: the file name must end in {suffix}")
     for other in inputs:

@@ -107,7 +107,7 @@ def _demo(chip, cfg, rng, steps, backend) -> int:
     ok = not faults
     for vm, (name, (n, *_), placement) in tenants.items():
         mine = spikes[spikes["vm"] == vm]
-        # architectural counters only (0..6): BUSY_CYCLES differs between backends by design
+        # the counters a guest reads (0..5, §9.1): its own activity only, the same on every backend
         counters = np.array([chip.counters(vm, vc, arch_only=True) for vc in placement])
         total = counters.sum(axis=0)
         energy = DEFAULT_ENERGY.energy_pj(counters)

@@ -22,6 +22,7 @@ from .config import (
     BIAS_EXP_BITS,
     BIAS_MANT_BITS,
     DECAY_BITS,
+    HV_VM,
     REFRACT_BITS,
     U_MAX,
     U_MIN,
@@ -38,7 +39,7 @@ __all__ = [
     "command_length",
     "Field", "WordFormat", "Opcode", "OutType", "ErrorCode", "FaultCause", "Perm",
     "Region", "RegionSpec", "REGIONS", "COMMAND_FORMATS", "OUTPUT_FORMATS",
-    "MMU_ENTRY", "Counter", "NUM_COUNTERS", "ARCH_COUNTERS", "COUNTER_BITS", "WORD_BITS",
+    "MMU_ENTRY", "Counter", "NUM_COUNTERS", "ARCH_COUNTERS", "GUEST_COUNTERS", "ALL_DOMAINS", "domain_bit", "COUNTER_BITS", "WORD_BITS",
     "AXON_EVENT", "CORE_SPIKE", "CFG_REQUEST", "CfgOp", "AER_PACKET", "LINK_FORMATS",
 ]
 
@@ -167,6 +168,15 @@ def command_length(header: int) -> int:
     return 2 if op in (Opcode.READ, Opcode.MMU_MAP) else 1
 
 
+#: RUN's ``domains``: bit d = the cores of domain d (guest VM d, or the bare-metal cores for d = HV_VM).
+ALL_DOMAINS = (1 << (HV_VM + 1)) - 1
+
+
+def domain_bit(vm: int) -> int:
+    """The RUN ``domains`` bit of guest VM ``vm`` (or of the bare-metal cores for ``HV_VM``)."""
+    return 1 << vm
+
+
 _OP = Field("op", 28, 4)
 _VM = Field("vm", 24, VM_BITS)
 _VCORE = Field("vcore", 16, 8)
@@ -176,7 +186,7 @@ COMMAND_FORMATS: dict[Opcode, WordFormat] = {
     Opcode.WRITE: WordFormat("WRITE", _OP, _VM, _VCORE, Field("region", 12, 4), Field("count", 0, 12)),
     Opcode.READ: WordFormat("READ", _OP, _VM, _VCORE, Field("region", 12, 4), Field("count", 0, 12)),
     Opcode.INJECT: WordFormat("INJECT", _OP, _VM, _VCORE, Field("axon", 0, 16)),
-    Opcode.RUN: WordFormat("RUN", _OP, _VM, Field("steps", 0, 12)),
+    Opcode.RUN: WordFormat("RUN", _OP, _VM, Field("domains", 16, 8), Field("steps", 0, 12)),
     Opcode.MMU_MAP: WordFormat("MMU_MAP", _OP, _VM),
     Opcode.READ_COUNTERS: WordFormat("READ_COUNTERS", _OP, _VM, _VCORE, Field("first", 4, 4), Field("count", 0, 4)),
     Opcode.RESET: WordFormat("RESET", _OP, _VM, Field("scope", 16, 1), Field("pcore", 0, 8)),
@@ -409,6 +419,8 @@ class Counter(enum.IntEnum):
 NUM_COUNTERS = len(Counter)
 #: Counters whose values are architectural (identical on every backend).
 ARCH_COUNTERS = NUM_COUNTERS - 1
+#: Counters a guest may read: 0..5 (PACKETS_ROUTED and BUSY_CYCLES see other VMs' traffic; §9.1).
+GUEST_COUNTERS = int(Counter.PACKETS_ROUTED)
 
 
 # ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from numpy.lib import format as npy_format
 
 from .atomic import atomic_write
 
-__all__ = ["save_npz", "load_npz", "NpzMembers", "MAX_HEADER_BYTES", "INT64_MIN", "INT64_MAX"]
+__all__ = ["save_npz", "load_npz", "load_checked", "NpzMembers", "MAX_HEADER_BYTES", "INT64_MIN", "INT64_MAX"]
 
 #: Largest JSON header accepted (the population lists of the largest chip,
 #: 256 cores x 4096 neurons, take about 9 MB as JSON).
@@ -206,6 +206,22 @@ def load_npz(path, fmt: str, version: int, kind: str, error: type[Exception]) ->
         members.close()
         raise
     return header, members
+
+
+def load_checked(path, fmt: str, version: int, kind: str, error: type[Exception], build, also=()):
+    """``build(header, members)`` of the file ``path`` opened with :func:`load_npz`; the members
+    are closed afterwards.  A header field ``build`` finds missing (``KeyError``), and an
+    ``error`` or one of the exception types ``also`` raised without the file's name, become
+    ``error`` naming the file."""
+    path = Path(path)
+    header, members = load_npz(path, fmt, version, kind, error)
+    with members:
+        try:
+            return build(header, members)
+        except KeyError as e:
+            raise error(f"{path}: damaged header, field {e} is missing") from None
+        except (error, *also) as e:
+            raise e if isinstance(e, error) and str(e).startswith(str(path)) else error(f"{path}: {e}") from None
 
 
 def _check_format(header, fmt: str, version: int, kind: str, error, path: Path) -> None:

@@ -79,11 +79,12 @@ def random_workload(rng, cfg: ChipConfig, steps: int = 10) -> list[int]:
 
     RESET, random translation tables (some cores left bare-metal), random images
     written by the hypervisor and by guests, injections through the hypervisor
-    and through guests (some refused), RUNs of random length, guest accesses that
-    fault, and finally every core's state and architectural counters (0..6).
+    and through guests (some refused), RUNs of random length, half of them gated
+    to a random set of domains, guest accesses and counter reads that may fault,
+    and finally every core's state and architectural counters (0..6).
     """
     from neurovm.config import HV_VM
-    from neurovm.formats import Region
+    from neurovm.formats import ALL_DOMAINS, Region
     from neurovm.host import protocol as P
 
     mmu = random_mmu(rng, cfg)
@@ -108,7 +109,12 @@ def random_workload(rng, cfg: ChipConfig, steps: int = 10) -> list[int]:
             w += P.encode_read(vm, vc, Region.STATE_V, 0, 1) if rng.random() < 0.5 else \
                 P.encode_write(vm, vc, Region.STATE_U, 0, [int(rng.integers(-50, 50)) & 0xFFFF_FFFF])
         k = int(rng.integers(1, 4))
-        w += P.encode_run(k)
+        # half the RUNs are gated (§6.1): a random nonempty set of domains steps, the rest is frozen
+        domains = ALL_DOMAINS if rng.random() < 0.5 else int(rng.integers(1, ALL_DOMAINS + 1))
+        w += P.encode_run(k, domains=domains)
+        if rng.random() < 0.2:   # a guest reading its own counters, the hypervisor-only ones too (a fault)
+            vm = int(rng.integers(0, cfg.max_vms))
+            w += P.encode_read_counters(vm, int(rng.integers(0, cfg.vcores_per_vm)), 0, int(rng.integers(1, 9)))
         done += k
     N = cfg.neurons_per_core
     for p in range(cfg.num_cores):

@@ -9,9 +9,10 @@ import pytest
 from neurovm import __version__
 from neurovm.config import HV_VM, ChipConfig
 from neurovm.emulator import DEFAULT_ENERGY, EnergyModel
-from neurovm.formats import Counter, Region
+from neurovm.formats import GUEST_COUNTERS, Counter, Region
 from neurovm.host import ChipClient, ChipError, EmulatorBackend
 from neurovm.host import open as open_chip
+from neurovm.host import protocol as P
 from neurovm.image import CoreImage, ImageError
 from neurovm.netbuild import images_from_edges
 
@@ -72,9 +73,14 @@ def test_energy_model_weights_counters():
     total = c.sum(axis=0)
     assert total[Counter.PACKETS_SENT] == 10 and total[Counter.HOPS_X] == 10 and total[Counter.HOPS_Y] == 10
     assert total[Counter.SYN_OPS] == 30  # counted on delivery: the 10th spike waits in ACC for step 11
-    assert total[Counter.PACKETS_ROUTED] == 20  # source and destination routers belong to VM 0...
-    routed = sum(int(chip.counters(HV_VM, p)[Counter.PACKETS_ROUTED]) for p in range(4))
-    assert routed == 30  # ...the XY corner (core 1, at x=1 y=0) routes them too
+    assert total.size == GUEST_COUNTERS        # a guest cannot read the router counters (§9.1)...
+    with pytest.raises(ChipError, match="PERMISSION"):
+        chip._checked("guest PACKETS_ROUTED", P.encode_read_counters(0, 0, 0, GUEST_COUNTERS + 1))
+    routers = [int(chip.counters(HV_VM, p)[Counter.PACKETS_ROUTED]) for p in range(4)]
+    assert routers[0] + routers[3] == 20      # ...which count this VM's packets at its own routers, and
+    assert routers[1] == 10                   # the XY corner (core 1, x=1 y=0, not VM 0's) routes them too:
+    attributed = total[Counter.PACKETS_SENT] + total[Counter.HOPS_X] + total[Counter.HOPS_Y]
+    assert attributed == sum(routers) == 30   # sent + hops is exactly what VM 0's traffic cost the routers
     e = DEFAULT_ENERGY.energy_pj(c)
     assert e == pytest.approx(30 * 23.6 + 20 * 81.0 + 10 * 1.7 + 10 * 3.0 + 10 * 4.0)
     assert EnergyModel(syn_op_pj=0, neuron_update_pj=0, spike_pj=0, hop_x_pj=1, hop_y_pj=0).energy_pj(c) == 10

@@ -6,7 +6,7 @@ import pytest
 
 from neurovm.config import HV_VM, ChipConfig
 from neurovm.emulator import Chip
-from neurovm.formats import COMMAND_FORMATS, MMU_ENTRY, ErrorCode, FaultCause, Opcode, Region
+from neurovm.formats import COMMAND_FORMATS, GUEST_COUNTERS, MMU_ENTRY, ErrorCode, FaultCause, Opcode, Region
 from neurovm.host import protocol as P
 from tests.randnet import random_image
 
@@ -24,7 +24,7 @@ def workload() -> list[int]:
         w += P.encode_inject(vm, vc, 0) + P.encode_inject(vm, vc, 1)
     w += P.encode_run(6)
     for vm, vc in ((0, 0), (1, 1)):
-        w += P.encode_read(vm, vc, Region.STATE_V, 0, 8) + P.encode_read_counters(vm, vc, 0, 7)
+        w += P.encode_read(vm, vc, Region.STATE_V, 0, 8) + P.encode_read_counters(vm, vc, 0, GUEST_COUNTERS)
     return w
 
 

@@ -110,6 +110,29 @@ class SpikeTrains:
         plt.close(fig)
 
 
+def _free_rectangle(free: list[int], k: int, config) -> list[int] | None:
+    """The first ``w x h = k`` rectangle of the mesh whose cores are all free, or None.
+
+    Squarest shapes first (wider before taller), then row-major position. XY routes between
+    two cores of a rectangle never leave it, so a VM on one shares no router (§7.0)."""
+    W, H = config.mesh_width, config.mesh_height
+    shapes = sorted({(w, k // w) for w in range(1, k + 1) if k % w == 0 and w <= W and k // w <= H},
+                    key=lambda s: (abs(s[0] - s[1]), -s[0]))
+    free_set = set(free)
+    for w, h in shapes:
+        for y in range(H - h + 1):
+            for x in range(W - w + 1):
+                cells = [(y + dy) * W + x + dx for dy in range(h) for dx in range(w)]
+                if free_set.issuperset(cells):
+                    return sorted(cells)
+    return None
+
+
+def _allocate_cores(free: list[int], k: int, config) -> list[int]:
+    """``k`` free cores for a new VM: a free rectangle when one exists, else the most compact set."""
+    return _free_rectangle(free, k, config) or _compact_cores(free, k, config)
+
+
 def _compact_cores(free: list[int], k: int, config) -> list[int]:
     """``k`` of the ``free`` cores close together on the mesh (smallest sum of pairwise hops)."""
     xy = np.array([config.core_xy(p) for p in free])
@@ -174,7 +197,7 @@ class Chip(ChipClient):
         if cores > len(free):
             raise VMError(f"VM {name!r}: the chip is full, {cores} cores asked, {len(free)} free "
                           f"of {cfg.num_cores}")
-        vm = VM(self, ids[0], name, _compact_cores(free, int(cores), cfg))
+        vm = VM(self, ids[0], name, _allocate_cores(free, int(cores), cfg))
         mapped: list[int] = []
         try:
             for vc, pc in enumerate(vm.pcores):
@@ -262,6 +285,7 @@ class Chip(ChipClient):
                    "synapses": int(sum(int(np.sum(img.syn_len)) for img in vm.mapped.images.values()))
                    if vm.mapped is not None else 0}
             row.update(vm.telemetry())
+            row["foreign_transit"] = vm.foreign_transit()
             rows.append(row)
         return rows
 
@@ -484,6 +508,25 @@ class VM:
         out["steps"] = self.steps_run
         out["energy_pj"] = float(EnergyModel().energy_pj(c))
         return out
+
+    def foreign_transit(self) -> float:
+        """Fraction of the VM's fan-out routes whose XY route passes a router of a core that is not
+        the VM's (each entry is one packet every time its neuron spikes); 0 on a rectangle (§7.0)."""
+        from neurovm.emulator.mesh import xy_route
+
+        self._check_alive()
+        if self.mapped is None:
+            return 0.0
+        mine, cfg = set(self.pcores), self.chip.config
+        routes = crossing = 0
+        for q, img in self.mapped.images.items():
+            start, length = (np.asarray(a, dtype=np.int64) for a in (img.fo_start, img.fo_len))
+            entries = np.concatenate([np.arange(a, a + n) for a, n in zip(start, length)] or [np.zeros(0, int)])
+            for dst in np.asarray(img.fo_vcore, dtype=np.int64)[entries]:   # one per neuron's fan-out entry
+                if 0 <= dst < len(self.pcores):
+                    routes += 1
+                    crossing += not mine.issuperset(xy_route(cfg, self.pcores[q], self.pcores[int(dst)]))
+        return crossing / routes if routes else 0.0
 
     # ---- relocation and teardown ----------------------------------------------------------------
     @_atomic

@@ -15,7 +15,7 @@ import pytest
 
 from neurovm.config import HV_VM, ChipConfig
 from neurovm.formats import COMMAND_FORMATS, GUEST_COUNTERS, REGIONS, Counter, ErrorCode, Opcode, Region, domain_bit
-from neurovm.host import Chip, ChipError
+from neurovm.host import Chip, ChipError, EmulatorBackend
 from neurovm.host import protocol as P
 from neurovm.mapper import Network
 from tests.test_runtime import trains, two_layer
@@ -130,6 +130,33 @@ def test_an_idle_vms_telemetry_does_not_see_a_neighbours_packets(new_backend):
     with pytest.raises(ChipError, match="PERMISSION"):   # nor can Bob read his router's counter himself
         chip._checked("bob reads PACKETS_ROUTED", P.encode_read_counters(bob.id, 0, 0, GUEST_COUNTERS + 1))
     assert chip.counters(bob.id, 0).size == GUEST_COUNTERS
+    transit = {row["name"]: row["foreign_transit"] for row in chip.status()}
+    assert 0 < transit["alice"] < 1 and transit["bob"] == 0.0   # Alice's routes between her two cores turn at
+    #                                                             Bob's routers; those inside one core do not
+
+
+def test_vms_get_rectangles_so_their_routes_stay_inside():
+    """On a 4x4 mesh, VMs of 4, 2, 6 and 2 cores each get a free rectangle; a network spread over
+    its cores then never routes through another VM's router (foreign transit 0)."""
+    cfg = ChipConfig(mesh_width=4, mesh_height=4, neurons_per_core=16, synapses_per_core=512, axons_per_core=64,
+                     fanout_per_core=64, max_vms=4, vcores_per_vm=8)
+    chip = Chip(EmulatorBackend(cfg))
+    vms = [chip.create_vm(f"t{i}", cores=k) for i, k in enumerate((4, 2, 6, 2))]
+    for vm in vms:
+        xs = {cfg.core_xy(p)[0] for p in vm.pcores}
+        ys = {cfg.core_xy(p)[1] for p in vm.pcores}
+        assert len(xs) * len(ys) == len(vm.pcores) and max(xs) - min(xs) + 1 == len(xs) \
+            and max(ys) - min(ys) + 1 == len(ys), (vm.name, vm.pcores)           # a full rectangle
+    net = Network()
+    a = net.population("a", 16 * 3, bias_mant=300, vth_mant=1)
+    b = net.population("b", 16 * 3, vth_mant=100_000)
+    net.fixed_probability(a, b, 0.3, weight=5, seed=1)
+    vms[2].load(net)                                     # 6 cores, a 3x2 rectangle
+    assert vms[2].foreign_transit() == 0.0
+    vms[2].run(20)
+    mine = set(vms[2].pcores)
+    routers = [int(chip.counters(HV_VM, p)[Counter.PACKETS_ROUTED]) for p in range(cfg.num_cores)]
+    assert sum(routers) > 0 and all(routers[p] == 0 for p in range(cfg.num_cores) if p not in mine)
 
 
 def test_run_with_no_domain_is_refused_and_changes_nothing(new_backend):

@@ -56,7 +56,7 @@ def _atomic(method):
     do not interleave with another thread's."""
     @functools.wraps(method)
     def locked(self, *args, **kwargs):
-        with (self.chip if isinstance(self, VM) else self).lock:
+        with (self._hv if isinstance(self, VM) else self).lock:
             return method(self, *args, **kwargs)
     return locked
 
@@ -289,15 +289,31 @@ class Chip(ChipClient):
             rows.append(row)
         return rows
 
+    @_atomic
+    def relocate(self, vm: "VM", vcore: int, pcore: int) -> None:
+        """Move ``vm``'s ``vcore`` to the free physical core ``pcore`` (privileged: it chooses physical
+        cores): copy all its memories (network and state), point the MMU at the new core, scrub the
+        old one.  Nothing is recompiled: fan-out tables name virtual cores, so the network runs on
+        unchanged."""
+        if not isinstance(vm, VM) or self._vms.get(vm.id) is not vm:
+            raise VMError(f"{vm!r} is not a live VM of this chip")
+        vm._relocate(vcore, pcore)
+
 
 class VM:
-    """A tenant: a VM id, its physical cores (index = vcore), and what it has loaded.
+    """A tenant's capability: a VM id, its physical cores (index = vcore), and what it has loaded.
 
-    Created by :meth:`Chip.create_vm`; not constructed directly.
+    Created by :meth:`Chip.create_vm`; not constructed directly.  A handle exposes only
+    operations on its own VM (``load``, ``run``, ``reset_state``, ``state``, ``telemetry``,
+    ``foreign_transit``, ``destroy``); each goes out under the VM's own id, as one unit under
+    the chip's lock.  Privileged operations -- mapping, raw reads and writes by physical core,
+    RESET, RUNs of other VMs, relocation to a physical core -- are the hypervisor's
+    (:class:`Chip`) and are not reachable through the handle's API (spec §7.0; within one Python
+    process this is an API boundary, across processes the service makes it a real one).
     """
 
     def __init__(self, chip: Chip, vm_id: int, name: str, pcores: list[int]):
-        self.chip = chip
+        self._hv = chip
         self.id = vm_id
         self.name = name
         self.pcores = list(pcores)
@@ -319,7 +335,7 @@ class VM:
 
     def _release(self):
         self._alive = False
-        self.chip._vms.pop(self.id, None)
+        self._hv._vms.pop(self.id, None)
 
     # ---- loading ------------------------------------------------------------------------
     @_atomic
@@ -345,7 +361,7 @@ class VM:
             order = placed + [p for p in self.pcores if p not in placed]
             self._remap(order)
             for vc, img in mapped.images.items():
-                self.chip.load_core(self.id, vc, img)
+                self._hv.load_core(self.id, vc, img)
         except (ChipError, ImageError) as e:
             self._scrub()
             self.mapped = None
@@ -358,7 +374,7 @@ class VM:
         :class:`VMError` naming what is wrong otherwise.  Sends nothing."""
         from neurovm.mapper import MapError, MappedNetwork, Network, map_network
 
-        cfg = self.chip.config
+        cfg = self._hv.config
         try:
             if isinstance(network, (str, Path)):
                 network = _read_mapped(network)
@@ -377,7 +393,7 @@ class VM:
 
     def _placed(self, mapped):
         """A MappedNetwork checked against this VM and re-placed onto its cores if placed elsewhere."""
-        cfg = self.chip.config
+        cfg = self._hv.config
         who = f"VM {self.name!r}"
         if mapped.config != cfg:
             diff = [k for k, v in mapped.config.to_dict().items() if cfg.to_dict().get(k) != v]
@@ -400,9 +416,9 @@ class VM:
     def _remap(self, order: list[int]) -> None:
         """Make vcore i -> order[i] (unmap all first: a pcore can only have one owner)."""
         for vc in range(len(self.pcores)):
-            self.chip.unmap(self.id, vc)
+            self._hv.unmap(self.id, vc)
         for vc, pc in enumerate(order):
-            self.chip.map(self.id, vc, pc)
+            self._hv.map(self.id, vc, pc)
         self.pcores = list(order)
 
     @_atomic
@@ -410,7 +426,7 @@ class VM:
         """Zero every core of the VM (memories and counters), keeping the counts in the VM's telemetry."""
         self._counter_base += self._core_counters().sum(axis=0)
         for pc in self.pcores:
-            self.chip.reset(pc)
+            self._hv.reset(pc)
 
     # ---- running --------------------------------------------------------------------------
     def _injections(self, steps: int, inputs) -> dict[int, list]:
@@ -463,16 +479,16 @@ class VM:
         self._check_alive()
         if self.mapped is None:
             raise VMError(f"VM {self.name!r}: no network loaded")
-        return self.chip.run(steps, {self: inputs or {}})[self]
+        return self._hv.run(steps, {self: inputs or {}})[self]
 
     @_atomic
     def reset_state(self) -> None:
         """Zero u, v, ref and acc of every neuron (the network stays loaded)."""
         self._check_alive()
-        n = self.chip.config.neurons_per_core
+        n = self._hv.config.neurons_per_core
         for vc in range(len(self.pcores)):
             for region in _STATE_REGIONS:
-                self.chip.write(self.id, vc, region, 0, np.zeros(n, dtype=np.int64))
+                self._hv.write(self.id, vc, region, 0, np.zeros(n, dtype=np.int64))
 
     @_atomic
     def state(self) -> dict[str, np.ndarray]:
@@ -483,7 +499,7 @@ class VM:
         out = {k: np.zeros(self.mapped.n, dtype=np.int64) for k in ("u", "v", "ref", "acc")}
         for vc in self.mapped.images:
             mine = np.flatnonzero(self.mapped.core_of == vc)
-            st = self.chip.read_state(self.id, vc, int(self.mapped.local[mine].max()) + 1)
+            st = self._hv.read_state(self.id, vc, int(self.mapped.local[mine].max()) + 1)
             for k in out:
                 out[k][mine] = st[k][self.mapped.local[mine]]
         return out
@@ -491,7 +507,7 @@ class VM:
     # ---- telemetry ----------------------------------------------------------------------------
     def _core_counters(self) -> np.ndarray:
         """Counters 0 .. GUEST_COUNTERS-1 of every vcore, read under the VM's own id (§9.1)."""
-        return np.array([self.chip.counters(self.id, vc) for vc in range(len(self.pcores))], dtype=np.int64) \
+        return np.array([self._hv.counters(self.id, vc) for vc in range(len(self.pcores))], dtype=np.int64) \
             .reshape(len(self.pcores), GUEST_COUNTERS)
 
     @_atomic
@@ -517,7 +533,7 @@ class VM:
         self._check_alive()
         if self.mapped is None:
             return 0.0
-        mine, cfg = set(self.pcores), self.chip.config
+        mine, cfg = set(self.pcores), self._hv.config
         routes = crossing = 0
         for q, img in self.mapped.images.items():
             start, length = (np.asarray(a, dtype=np.int64) for a in (img.fo_start, img.fo_len))
@@ -528,9 +544,8 @@ class VM:
                     crossing += not mine.issuperset(xy_route(cfg, self.pcores[q], self.pcores[int(dst)]))
         return crossing / routes if routes else 0.0
 
-    # ---- relocation and teardown ----------------------------------------------------------------
-    @_atomic
-    def relocate(self, vcore: int, pcore: int) -> None:
+    # ---- relocation (the hypervisor's: Chip.relocate) and teardown ------------------------------
+    def _relocate(self, vcore: int, pcore: int) -> None:
         """Move ``vcore`` to the free physical core ``pcore``: copy all its memories (network and
         state), point the MMU at the new core, scrub the old one.  Nothing is recompiled: fan-out
         tables name virtual cores, so the network runs on unchanged."""
@@ -541,21 +556,21 @@ class VM:
         vcore, pcore = int(vcore), int(pcore)
         if not 0 <= vcore < len(self.pcores):
             raise VMError(f"VM {self.name!r}: vcore {vcore} does not exist (it has {len(self.pcores)})")
-        if pcore not in self.chip.free_cores:
-            owner = next((v.name for v in self.chip.vms if pcore in v.pcores), None)
-            why = f"held by VM {owner!r}" if owner else f"not a core of this chip (0..{self.chip.config.num_cores - 1})"
+        if pcore not in self._hv.free_cores:
+            owner = next((v.name for v in self._hv.vms if pcore in v.pcores), None)
+            why = f"held by VM {owner!r}" if owner else f"not a core of this chip (0..{self._hv.config.num_cores - 1})"
             raise VMError(f"VM {self.name!r}: cannot relocate vcore {vcore} to core {pcore}: it is {why}")
         old = self.pcores[vcore]
-        cfg = self.chip.config
-        self.chip.reset(pcore)
+        cfg = self._hv.config
+        self._hv.reset(pcore)
         for region in _CORE_REGIONS:
             size = REGIONS[region].size(cfg)
-            words = self.chip.read(HV_VM, old, region, 0, size)
+            words = self._hv.read(HV_VM, old, region, 0, size)
             if words.any():
-                self.chip.write(HV_VM, pcore, region, 0, words.astype(np.int64))
-        self._counter_base += self.chip.counters(self.id, vcore)
-        self.chip.map(self.id, vcore, pcore)     # releases the old core's owner register
-        self.chip.reset(old)
+                self._hv.write(HV_VM, pcore, region, 0, words.astype(np.int64))
+        self._counter_base += self._hv.counters(self.id, vcore)
+        self._hv.map(self.id, vcore, pcore)     # releases the old core's owner register
+        self._hv.reset(old)
         self.pcores[vcore] = pcore
         if self.mapped is not None and vcore < len(self.mapped.pcore_of_vcore):
             self.mapped.pcore_of_vcore = self.mapped.pcore_of_vcore.copy()
@@ -566,8 +581,8 @@ class VM:
         """Unmap and scrub every core of the VM and give them back to the chip."""
         self._check_alive()
         for vc, pc in enumerate(self.pcores):
-            self.chip.unmap(self.id, vc)
-            self.chip.reset(pc)
+            self._hv.unmap(self.id, vc)
+            self._hv.reset(pc)
         self._release()
 
 

@@ -63,7 +63,7 @@ def do(chip, vm, kind, raster):
         return kind, chip.read(vm.id, 0, Region.SYN, 0, 32).tolist()
     if kind == "telemetry":
         return kind, sorted(vm.telemetry())
-    vm.relocate(0, chip.free_cores[0])      # only thread 0 takes free cores: no race for them
+    chip.relocate(vm, 0, chip.free_cores[0])      # only thread 0 takes free cores: no race for them
     return kind, None
 
 

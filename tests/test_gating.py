@@ -112,7 +112,7 @@ def test_an_idle_vms_telemetry_does_not_see_a_neighbours_packets(new_backend):
     wanted = [p for p in (0, 3) if p not in alice.pcores]
     for vc, p in enumerate(list(alice.pcores)):
         if p not in (0, 3):
-            alice.relocate(vc, wanted.pop())
+            chip.relocate(alice, vc, wanted.pop())
     bob = chip.create_vm("bob", cores=2)
     assert sorted(alice.pcores) == [0, 3] and sorted(bob.pcores) == [1, 2]
     net = Network()

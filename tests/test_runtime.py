@@ -69,7 +69,7 @@ def test_relocation_mid_run_leaves_results_unchanged(backend):
     first = vm.run(12, {"in": inp[:12]})
     before = list(vm.pcores)
     target = chip.free_cores[0]
-    vm.relocate(1, target)
+    chip.relocate(vm, 1, target)
     assert vm.pcores[1] == target and before[1] in chip.free_cores
     # the old core is scrubbed: every region reads back zero through the hypervisor
     for region in Region:
@@ -120,10 +120,10 @@ def test_vms_refuse_politely_and_leave_nothing_behind():
     with pytest.raises(VMError, match=r"input 'in' must be a \(steps <= 3, 12\) spike raster, not shape \(3, 5\)"):
         a.run(3, {"in": np.zeros((3, 5), dtype=bool)})
     with pytest.raises(VMError, match="cannot relocate vcore 0 to core 9: it is not a core of this chip"):
-        a.relocate(0, 9)
+        chip.relocate(a, 0, 9)
     assert chip.create_vm("b", cores=1).pcores == [3]
     with pytest.raises(VMError, match="cannot relocate vcore 0 to core 3: it is held by VM 'b'"):
-        a.relocate(0, 3)
+        chip.relocate(a, 0, 3)
     a.destroy()
     with pytest.raises(VMError, match="VM 'a' has been destroyed"):
         a.run(1)

@@ -210,11 +210,11 @@ REFUSALS = [
     ("not a network", lambda c, a, b: a.load(42), VMError, r"VM 'a': cannot load a int"),
     ("network too big", lambda c, a, b: a.load(_big()), VMError, r"VM 'a': cores: the network needs at least"),
     # relocation, mapping, VM creation, dead VMs
-    ("relocate onto a held core", lambda c, a, b: a.relocate(0, b.pcores[0]), VMError, r"held by VM 'b'"),
-    ("relocate onto its own core", lambda c, a, b: a.relocate(0, a.pcores[1]), VMError, r"held by VM 'a'"),
-    ("relocate to core 99", lambda c, a, b: a.relocate(0, 99), VMError, r"not a core of this chip \(0\.\.3\)"),
-    ("relocate vcore 5", lambda c, a, b: a.relocate(5, c.free_cores[0]), VMError, r"vcore 5 does not exist"),
-    ("relocate vcore 0.5", lambda c, a, b: a.relocate(0.5, c.free_cores[0]), VMError,
+    ("relocate onto a held core", lambda c, a, b: c.relocate(a, 0, b.pcores[0]), VMError, r"held by VM 'b'"),
+    ("relocate onto its own core", lambda c, a, b: c.relocate(a, 0, a.pcores[1]), VMError, r"held by VM 'a'"),
+    ("relocate to core 99", lambda c, a, b: c.relocate(a, 0, 99), VMError, r"not a core of this chip \(0\.\.3\)"),
+    ("relocate vcore 5", lambda c, a, b: c.relocate(a, 5, c.free_cores[0]), VMError, r"vcore 5 does not exist"),
+    ("relocate vcore 0.5", lambda c, a, b: c.relocate(a, 0.5, c.free_cores[0]), VMError,
      r"vcore must be an integer, not 0\.5"),
     ("map onto another VM's core", lambda c, a, b: c.map(b.id, 1, a.pcores[0]), ChipError, "CORE_OWNED fault"),
     ("map core 300", lambda c, a, b: c.map(b.id, 1, 300), RequestError, r"MMU_MAP entry\.pcore=300 is outside 0\.\.255"),
@@ -293,7 +293,7 @@ def test_a_placement_on_foreign_cores_is_re_placed_and_the_callers_network_is_no
     placement = m.pcore_of_vcore.copy()
     a.load(m)
     assert sorted(a.mapped.pcore_of_vcore.tolist()) == sorted(a.pcores)
-    a.relocate(0, chip.free_cores[0])
+    chip.relocate(a, 0, chip.free_cores[0])
     assert np.array_equal(m.pcore_of_vcore, placement)
 
 

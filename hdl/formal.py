@@ -263,10 +263,13 @@ class IsolationHarness(Elaboratable):
 
     def __init__(self, config: ChipConfig = FORMAL_CONFIG, mutation: str | None = None,
                  property_set: str = "access", framing: bool = True):
-        if mutation is not None and mutation not in MUTATIONS:
-            raise ValueError(f"unknown mutation {mutation!r}; allowed: None or one of {sorted(MUTATIONS)}")
-        if property_set not in PROPERTY_SETS:
-            raise ValueError(f"unknown property_set {property_set!r}; allowed: {sorted(PROPERTY_SETS)}")
+        problem = (f"unknown mutation {mutation!r}; allowed: None or one of {sorted(MUTATIONS)}"
+                   if mutation is not None and mutation not in MUTATIONS else
+                   f"unknown property_set {property_set!r}; allowed: {sorted(PROPERTY_SETS)}"
+                   if property_set not in PROPERTY_SETS else None)
+        if problem:
+            self._MustUse__silence = True   # a refused harness is never elaborated: no "unused" warning
+            raise ValueError(problem)
         self.config = config
         self.mutation = mutation
         self.property_set = property_set

@@ -92,3 +92,13 @@ clean:
 test-formal: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[formal]'
 	$(PY) -m pytest -q -m formal tests/test_formal.py
+
+# the cocotb testbenches on Icarus Verilog instead of Verilator (issue #18 item 1); ICARUS_GEN=2005
+# (default) or 2012 picks iverilog's language generation.  Needs iverilog: apt-get install iverilog
+.PHONY: test-icarus
+test-icarus: $(STAMP)
+	@command -v iverilog >/dev/null || (echo "test-icarus: installing Debian's iverilog" && \
+		apt-get update -qq && apt-get install -y -qq iverilog) || \
+		{ echo "test-icarus: iverilog is missing and could not be installed (apt-get install iverilog)"; exit 2; }
+	SIM=icarus $(PY) -m pytest -q -m 'hdl and not slow and not fpga and not formal' \
+		tests/test_router_hdl.py tests/test_chip_blocks.py tests/test_core_hdl.py tests/test_fpga_bridge.py

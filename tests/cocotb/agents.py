@@ -142,7 +142,10 @@ class StreamSource:
         self.sent = 0
         self._busy = False
         self._driven_valid = None
+        # inputs are driven from time 0, reset included: an undriven input is X on a four-state
+        # simulator (Icarus) and 0 on Verilator (--x-initial 0)
         self.valid.value = 0
+        self.payload.value = 0
 
     def send(self, item: int):
         self.queue.append(int(item))
@@ -188,7 +191,8 @@ class StreamSink:
         self.pause = pause or never()
         self.on_item = on_item
         self.items: list[int] = []
-        self._ready = None
+        self._ready = False
+        self.ready.value = 0   # driven from time 0, reset included (see StreamSource)
 
     def drive(self):
         r = not next(self.pause)

@@ -22,18 +22,27 @@ import pytest
 BACKENDS = ["emulator", pytest.param("verilator", marks=pytest.mark.cosim)]
 
 
-def _factory(kind: str, config, make_emulator, make_verilator):
-    """A zero-argument maker of fresh chips of ``kind``, and the list of what it made."""
+def _verilator(name: str):
+    """A constructor of ``neurovm.host.verilator.<name>``, imported only when a Verilator case runs."""
+    def make(config):
+        from neurovm.host import verilator
+        return getattr(verilator, name)(config)
+    return make
+
+
+def _chips(request, make_emulator, verilator_class: str):
+    """Yield a zero-argument maker of fresh chips (over the module's ``CFG``) of the backend of
+    ``request.param`` (``make_emulator``, or ``neurovm.host.verilator.<verilator_class>``); close
+    everything it made afterwards."""
     made = []
+    make_verilator = _verilator(verilator_class)
 
     def make():
-        made.append(make_emulator(config) if kind == "emulator" else make_verilator(config))
+        config = request.module.CFG
+        made.append(make_emulator(config) if request.param == "emulator" else make_verilator(config))
         return made[-1]
 
-    return make, made
-
-
-def _close_all(made) -> None:
+    yield make
     for obj in made:
         close = getattr(obj, "close", None)
         if close is not None:
@@ -45,27 +54,16 @@ def new_backend(request):
     """Backend factory over the module's ``CFG``: an ``EmulatorBackend`` or a ``VerilatorBackend``."""
     from neurovm.host import EmulatorBackend
 
-    def verilator(config):
-        from neurovm.host.verilator import VerilatorBackend
-        return VerilatorBackend(config)
-
-    make, made = _factory(request.param, request.module.CFG, EmulatorBackend, verilator)
-    yield make
-    _close_all(made)
+    yield from _chips(request, EmulatorBackend, "VerilatorBackend")
 
 
 @pytest.fixture(params=BACKENDS)
 def new_feed_chip(request):
-    """Factory of fresh chips with the emulator's ``feed`` interface over the module's ``CFG``."""
+    """Factory of fresh chips with the emulator's ``feed`` interface over the module's ``CFG``:
+    a ``neurovm.emulator.Chip`` or a ``VerilatedChip``."""
     from neurovm.emulator import Chip
 
-    def verilator(config):
-        from neurovm.host.verilator import VerilatedChip
-        return VerilatedChip(config)
-
-    make, made = _factory(request.param, request.module.CFG, Chip, verilator)
-    yield make
-    _close_all(made)
+    yield from _chips(request, Chip, "VerilatedChip")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .npzfile import NpyVersionError, read_npy_header
+
 __all__ = ["ArrayError", "MAX_ELEMENTS", "load_array", "split_array_spec"]
 
 #: The largest array :func:`load_array` reads by default (elements; 512 MiB as float64).
@@ -137,19 +139,14 @@ def _read_npz_member(path: Path, what: str, name: str | None, max_elements: int)
 
 def _read_npy(fh, label: str, stored_bytes: int, max_elements: int) -> np.ndarray:
     """Parse the ``.npy`` header from ``fh``, check dtype, size and length, then read the data."""
-    fmt = np.lib.format
     try:
-        version = fmt.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
-        else:
-            raise ArrayError(f"{label}: .npy format version {version} is not supported (1.0 or 2.0)")
-    except ArrayError:
-        raise
+        version, dtype, shape, fortran = read_npy_header(fh)
+    except NpyVersionError as e:
+        version = e.version
     except (ValueError, OSError, EOFError, SyntaxError) as e:
         raise ArrayError(f"{label}: damaged .npy header ({type(e).__name__}: {e})") from None
+    if version not in ((1, 0), (2, 0)):
+        raise ArrayError(f"{label}: .npy format version {version} is not supported (1.0 or 2.0)")
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in _NUMERIC_KINDS:
         raise ArrayError(f"{label}: dtype {dtype} is not a real number type (bool, int, uint or float)")
     count = int(np.prod(shape, dtype=object))

@@ -26,7 +26,8 @@ from numpy.lib import format as npy_format
 
 from .atomic import atomic_write
 
-__all__ = ["save_npz", "load_npz", "load_checked", "NpzMembers", "MAX_HEADER_BYTES", "INT64_MIN", "INT64_MAX"]
+__all__ = ["save_npz", "load_npz", "load_checked", "read_npy_header", "NpyVersionError", "NpzMembers", "MAX_HEADER_BYTES",
+           "INT64_MIN", "INT64_MAX"]
 
 #: Largest JSON header accepted (the population lists of the largest chip,
 #: 256 cores x 4096 neurons, take about 9 MB as JSON).
@@ -44,6 +45,32 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"number {text[:40]} in the JSON header overflows to {value}")
     return value
+
+
+class NpyVersionError(ValueError):
+    """A ``.npy`` header of a format version this reader does not know; ``version`` names it."""
+
+    def __init__(self, version: tuple[int, int]):
+        super().__init__(f".npy version {version[0]} is not supported")
+        self.version = version
+
+
+def read_npy_header(fh) -> tuple[tuple[int, int], np.dtype, tuple, bool]:
+    """``(version, dtype, shape, fortran_order)`` of the ``.npy`` stream ``fh``, nothing else read.
+
+    Shared by the product's files (:class:`NpzMembers`) and the command line's input arrays
+    (:mod:`neurovm.arrays`), which both check dtype and shape before any data is allocated.
+    Raises :class:`NpyVersionError` for a major version other than 1, 2 or 3, and numpy's
+    ``ValueError`` for a damaged header.
+    """
+    version = npy_format.read_magic(fh)
+    if version[0] == 1:
+        shape, fortran, dtype = npy_format.read_array_header_1_0(fh)
+    elif version[0] in (2, 3):
+        shape, fortran, dtype = npy_format.read_array_header_2_0(fh)
+    else:
+        raise NpyVersionError(version)
+    return version, dtype, tuple(shape), bool(fortran)
 
 
 def save_npz(path, header: dict, arrays: dict) -> None:
@@ -107,22 +134,11 @@ class NpzMembers:
             raise self._error(f"{self.path}: array {name!r} is missing")
         try:
             with self._zf.open(self._infos[name]) as fh:
-                return self._read_npy_header(fh)
+                return read_npy_header(fh)[1:]
         except self._error:
             raise
         except Exception as e:   # noqa: BLE001 - zlib/CRC/format errors of a damaged member
             self._fail(name, f"unreadable ({type(e).__name__}: {e})")
-
-    @staticmethod
-    def _read_npy_header(fh) -> tuple[np.dtype, tuple, bool]:
-        major, _ = npy_format.read_magic(fh)
-        if major == 1:
-            shape, fortran, dtype = npy_format.read_array_header_1_0(fh)
-        elif major in (2, 3):
-            shape, fortran, dtype = npy_format.read_array_header_2_0(fh)
-        else:
-            raise ValueError(f".npy version {major} is not supported")
-        return dtype, tuple(shape), bool(fortran)
 
     def integers(self, name: str, *, ndim: int, max_shape: tuple, what: str = "") -> np.ndarray:
         """Load integer array ``name`` as int64 after checking its header.
@@ -146,7 +162,7 @@ class NpzMembers:
             raise self._error(f"{self.path}: array {name!r} is missing")
         try:
             with self._zf.open(info) as fh:
-                dtype, shape, fortran = self._read_npy_header(fh)
+                _, dtype, shape, fortran = read_npy_header(fh)
                 self._check_header(name, dtype, shape, ndim, max_shape, what)
                 count = math.prod(shape)
                 nbytes = count * dtype.itemsize

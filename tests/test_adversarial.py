@@ -18,7 +18,8 @@ from neurovm.formats import REGIONS, FaultCause, Region
 from neurovm.host import Chip, ChipClient, ChipError
 from neurovm.host import protocol as P
 from neurovm.host.backend import Backend
-from tests.test_gating import CFG, core_snapshot   # the same 2x2 chip and snapshot as the gating tests
+from tests.chipstate import cores_words
+from tests.test_gating import CFG   # the same 2x2 chip as the gating tests
 from tests.test_runtime import trains, two_layer
 
 PRIVILEGED = {"map", "unmap", "reset", "write", "read", "inject", "exchange", "relocate", "counters", "run_raw",
@@ -34,7 +35,7 @@ def victim_and_attacker(new_backend):
 
 def cores_of(chip: Chip, vm) -> dict:
     """Every word of every region and the architectural counters of ``vm``'s physical cores."""
-    return core_snapshot(chip, vm, arch_only=True)
+    return cores_words(chip, vm.pcores, arch_only=True)
 
 
 def test_attack_1_a_command_under_alices_id_never_reaches_bob(new_backend):

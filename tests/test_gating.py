@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from neurovm.config import HV_VM, ChipConfig
-from neurovm.formats import COMMAND_FORMATS, GUEST_COUNTERS, REGIONS, Counter, ErrorCode, Opcode, Region, domain_bit
+from neurovm.formats import COMMAND_FORMATS, GUEST_COUNTERS, Counter, ErrorCode, Opcode, domain_bit
 from neurovm.host import Chip, ChipError, EmulatorBackend
 from neurovm.host import protocol as P
 from neurovm.mapper import Network
+from tests.chipstate import cores_words
 from tests.test_runtime import trains, two_layer
 
 CFG = ChipConfig(mesh_width=2, mesh_height=2, neurons_per_core=64, synapses_per_core=1024, axons_per_core=64,
@@ -34,12 +35,7 @@ def tenants(new_backend, cores=(1, 1)) -> tuple[Chip, object, object]:
 def core_snapshot(chip: Chip, vm, arch_only: bool = False) -> dict:
     """Every word of every region and every counter of the VM's physical cores (hypervisor view);
     ``arch_only`` leaves out BUSY_CYCLES, implementation-defined (§9.1), to compare two chips."""
-    snap = {}
-    for p in vm.pcores:
-        for r in Region:
-            snap[(p, r.name)] = chip.read(HV_VM, p, r, 0, REGIONS[r].size(CFG)).tolist()
-        snap[(p, "counters")] = chip.counters(HV_VM, p, arch_only=arch_only).tolist()
-    return snap
+    return cores_words(chip, vm.pcores, arch_only)
 
 
 def raw_spikes(chip: Chip, vm, steps: int, raster) -> np.ndarray:

@@ -4,21 +4,15 @@ import numpy as np
 import pytest
 
 from neurovm.config import HV_VM, ChipConfig
-from neurovm.formats import REGIONS, FaultCause, Perm, Region
+from neurovm.formats import FaultCause, Perm, Region
 from neurovm.host import ChipClient, ChipError
 from neurovm.host import protocol as P
 from neurovm.image import CoreImage
+from tests.chipstate import core_words
 from tests.randnet import random_image
 
 CFG = ChipConfig(mesh_width=2, mesh_height=2, neurons_per_core=16, synapses_per_core=64,
                  axons_per_core=16, fanout_per_core=32, max_vms=3, vcores_per_vm=4)
-
-
-def snapshot(chip: ChipClient, pcore: int) -> dict:
-    """Every word of every region of a physical core, and its counters (hypervisor view)."""
-    snap = {r: chip.read(HV_VM, pcore, r, 0, REGIONS[r].size(CFG)).tolist() for r in Region}
-    snap["counters"] = chip.counters(HV_VM, pcore).tolist()
-    return snap
 
 
 @pytest.fixture
@@ -38,7 +32,7 @@ def faults_of(msgs):
 
 
 def test_unmapped_accesses_fault_and_change_nothing(chip):
-    before = {p: snapshot(chip, p) for p in range(4)}
+    before = {p: core_words(chip, p) for p in range(4)}
     for vm in (0, 1, 2):
         for vc in range(CFG.vcores_per_vm):
             if (vm, vc) in ((0, 0), (1, 0), (1, 1)):
@@ -50,17 +44,17 @@ def test_unmapped_accesses_fault_and_change_nothing(chip):
                 msgs = chip.exchange(words)
                 assert len(msgs) == 1 and isinstance(msgs[0], P.Fault), msgs
                 assert (msgs[0].vm, msgs[0].cause, msgs[0].word) == (vm, FaultCause.UNMAPPED, words[0])
-    assert {p: snapshot(chip, p) for p in range(4)} == before
+    assert {p: core_words(chip, p) for p in range(4)} == before
 
 
 def test_permissions_are_enforced(chip):
-    before = snapshot(chip, 2)
+    before = core_words(chip, 2)
     with pytest.raises(ChipError, match="PERMISSION fault: VM 1"):
         chip.write(1, 1, Region.STATE_V, 0, [5])
     with pytest.raises(ChipError, match="PERMISSION"):
         chip.inject(1, 1, [0])
     assert len(chip.read(1, 1, Region.SYN, 0, 8)) == 8   # R is granted
-    assert snapshot(chip, 2) == before
+    assert core_words(chip, 2) == before
 
 
 def test_guests_cannot_use_privileged_commands(chip):
@@ -129,7 +123,7 @@ def test_fuzzed_isolation(new_backend):
                      "read": P.encode_read(vm, vc, Region.STATE_U, 0, 1),
                      "inject": P.encode_inject(vm, vc, int(rng.integers(0, CFG.axons_per_core)))}[kind]
             others = [p for p in range(4) if owner.get(p) != vm]
-            before = {p: snapshot(c, p) for p in others}
+            before = {p: core_words(c, p) for p in others}
             msgs = c.exchange(words)
             allowed = (vm, vc) in table and table[(vm, vc)][1] & need
             f = faults_of(msgs)
@@ -137,4 +131,4 @@ def test_fuzzed_isolation(new_backend):
                 assert f == [], (case, vm, vc, kind, f)
             else:
                 assert len(f) == 1 and f[0].vm == vm and f[0].cause in (FaultCause.UNMAPPED, FaultCause.PERMISSION)
-            assert {p: snapshot(c, p) for p in others} == before, (case, vm, vc, kind)
+            assert {p: core_words(c, p) for p in others} == before, (case, vm, vc, kind)

@@ -17,10 +17,11 @@ import pytest
 
 import neurovm
 from neurovm.config import HV_VM, ChipConfig
-from neurovm.formats import NUM_COUNTERS, REGIONS, Region
+from neurovm.formats import NUM_COUNTERS, Region
 from neurovm.host import ChipError, RequestError, VMError
 from neurovm.host import protocol as P
 from neurovm.mapper import Network, map_network
+from tests.chipstate import cores_words
 
 CFG = ChipConfig(mesh_width=2, mesh_height=2, neurons_per_core=16, synapses_per_core=64,
                  axons_per_core=16, fanout_per_core=32, max_vms=3, vcores_per_vm=4)   # tests/test_isolation's
@@ -46,11 +47,7 @@ def inputs(steps: int, seed: int = 1) -> dict:
 def chip_state(chip) -> dict:
     """Everything the chip holds that a refused request could change."""
     cfg = chip.config
-    snap = {}
-    for p in range(cfg.num_cores):
-        for r in Region:
-            snap[(p, r.name)] = chip.read(HV_VM, p, r, 0, REGIONS[r].size(cfg)).tolist()
-        snap[(p, "counters")] = chip.counters(HV_VM, p).tolist()
+    snap = cores_words(chip, range(cfg.num_cores))
     emu = getattr(chip.backend, "chip", None)
     if emu is not None:      # the golden model: its MMU tables, owners and timestep directly
         for name in ("mmu_valid", "mmu_pcore", "mmu_perms", "owner_valid", "owner_vm", "owner_vcore"):

@@ -72,7 +72,7 @@ from .mmu import VirtMMU
 
 __all__ = [
     "FORMAL_CONFIG", "MUTATIONS", "PROPERTY_SETS", "REGULAR_DEPTH", "FORMAL_DEPTH", "MIN_WORDS", "ProofResult", "FormalToolError",
-    "ProbedMMU", "IsolationHarness", "clocks_for_words", "prove", "toolchain",
+    "IsolationHarness", "clocks_for_words", "prove", "toolchain",
 ]
 
 #: The chip the proof runs on: 2 cores, 2 guest VMs of 2 vcores, tiny memories (region sizes only
@@ -139,39 +139,7 @@ def clocks_for_words(words: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------- MMU
-def _named_registers(m: Module, prefix: str, count: int) -> list[Signal]:
-    """The signals ``prefix0 .. prefix{count-1}`` driven in module ``m`` (VirtMMU's register names)."""
-    driven = {s.name: s for s in m._driving.keys()}
-    names = [f"{prefix}{i}" for i in range(count)]
-    missing = [n for n in names if n not in driven]
-    if missing:
-        raise FormalToolError(
-            f"hdl/mmu.py VirtMMU: registers {missing} not found (the formal harness reads the owner and "
-            f"table registers by name; update neurovm.hdl.formal.ProbedMMU if they were renamed)")
-    return [driven[n] for n in names]
-
-
-class ProbedMMU(VirtMMU):
-    """The real VirtMMU, whose owner and table registers the harness may read.
-
-    After elaboration ``owner_valid/owner_vm/owner_vcore`` (one per core) and
-    ``table_valid/table_pcore`` (one per ``(vm, vcore)`` entry, index ``vm * V + vcore``) are Arrays
-    of the MMU's own registers; the logic is VirtMMU's, unchanged.
-    """
-
-    def elaborate(self, platform):
-        m = super().elaborate(platform)
-        c = self.config
-        entries = c.max_vms * c.vcores_per_vm
-        self.owner_valid = Array(_named_registers(m, "o_valid_", c.num_cores))
-        self.owner_vm = Array(_named_registers(m, "o_vm_", c.num_cores))
-        self.owner_vcore = Array(_named_registers(m, "o_vcore_", c.num_cores))
-        self.table_valid = Array(_named_registers(m, "t_valid_", entries))
-        self.table_pcore = Array(_named_registers(m, "t_pcore_", entries))
-        return m
-
-
-class OwnerCheckSkippedMMU(ProbedMMU):
+class OwnerCheckSkippedMMU(VirtMMU):
     """Mutation ``skip_owner_check``: the host lookup is ``in range & entry valid`` (no owner check)."""
 
     def elaborate(self, platform):
@@ -279,7 +247,7 @@ class IsolationHarness(Elaboratable):
     # ---- stages
     def _blocks(self, m, platform):
         c = self.config
-        mmu_cls = OwnerCheckSkippedMMU if self.mutation == "skip_owner_check" else ProbedMMU
+        mmu_cls = OwnerCheckSkippedMMU if self.mutation == "skip_owner_check" else VirtMMU
         mmu = mmu_cls(c)
         m.submodules.mmu = Fragment.get(mmu, platform)   # elaborated now, so its registers can be read below
         m.submodules.host_if = hif = HostInterface(c, mmu.signature)

@@ -71,6 +71,9 @@ class VirtMMU(wiring.Component):
         o_valid = Array(Signal(name=f"o_valid_{p}") for p in range(C))
         o_vm = Array(Signal(VM_BITS, name=f"o_vm_{p}") for p in range(C))
         o_vcore = Array(Signal(VCORE_BITS, name=f"o_vcore_{p}") for p in range(C))
+        # the registers of the last elaboration, which the formal harness states its properties over
+        self.owner_valid, self.owner_vm, self.owner_vcore = o_valid, o_vm, o_vcore
+        self.table_valid, self.table_pcore = t_valid, t_pcore
 
         def lookup(vm, vcore, prefix):
             """(mapped, pcore, perms) of guest (vm, vcore): entry valid and the owner agrees."""

@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# PyTorch for the convert_pytorch tests only (never needed to run NeuroVM): the CPU build pinned, since on
+# this machine kind pip finds it on local disk; a range would pull a multi-GB CUDA build.  TORCH_SPEC= to skip
+TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: sim test test-fast test-hdl test-cosim test-slow test-fpga fpga bench accuracy venv clean check-gpu bench-batch bench-predict
 
@@ -14,6 +17,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,examples,formal]'
+	$(PY) -m pip install --quiet '$(TORCH_SPEC)' || echo "PyTorch ($(TORCH_SPEC)) not installed: the convert_pytorch tests will say so and skip"
 	@touch $(STAMP)
 
 # the main job: the demo on the Verilator model, every output word checked against the emulator

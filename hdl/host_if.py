@@ -167,6 +167,10 @@ class HostInterface(wiring.Component):
             self._reset_and_counter_states(m, x)
             self._run_states(m, x)
             self._output_states(m, x)
+            # named once elaborated, for the invariants of the induction proof (neurovm.hdl.formal):
+            # each state's "ongoing" flag, and the registers the stages share
+            self.in_state = {name: fsm.ongoing(name) for name in list(fsm.encoding)}
+        self.registers = x
         return m
 
     # ------------------------------------------------------------------ stages

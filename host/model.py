@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from neurovm.config import BIAS_EXP_BITS, BIAS_MANT_BITS, DEFAULT_CONFIG, VTH_BITS, ChipConfig
 from neurovm.npzfile import load_checked, save_npz
@@ -48,9 +49,6 @@ __all__ = ["ModelError", "SnnModel", "convert_onnx", "convert_pytorch", "load_mo
 
 MODEL_FORMAT = "neurovm-model"
 MODEL_VERSION = 1
-SUPPORTED_OPS = ("Gemm", "MatMul", "Add", "Relu", "Flatten", "Reshape", "Identity", "Dropout",
-                 "Softmax (last)", "LogSoftmax (last)")
-_PASS_OPS = ("Flatten", "Reshape", "Identity", "Dropout")
 _BIAS_MANT_MIN = -(1 << (BIAS_MANT_BITS - 1))   # bias_mant: signed 13-bit field
 _BIAS_MANT_MAX = (1 << (BIAS_MANT_BITS - 1)) - 1
 _BIAS_EXP_MAX = (1 << BIAS_EXP_BITS) - 1
@@ -59,7 +57,9 @@ MAX_STEPS = 1 << 16
 """Most timesteps per sample: an input raster is ``steps x inputs`` booleans, so a file's ``steps``
 cannot make ``predict`` allocate without bound (a run of 65536 steps is ~20 minutes of a 50 Hz demo)."""
 #: On-disk dtype of each array of a ``.nvm`` layer; values are range-checked before the cast.
-_FILE_DTYPES = {"weight": np.int16, "bias_mant": np.int16, "bias_exp": np.int8}
+_FILE_DTYPES = {"weight": np.int16, "bias_mant": np.int16, "bias_exp": np.int8,
+                "wrow": np.int32, "wcol": np.int32, "wval": np.int16}
+_SPARSE_PARTS = ("wrow", "wcol", "wval")
 
 
 class ModelError(ValueError):
@@ -91,6 +91,31 @@ def _integer_array(x, what: str) -> np.ndarray:
         raise ModelError(f"{what}: must be integers, not dtype {a.dtype}"
                          + (f" (e.g. {a.flat[0]!r} at {_index(a, 0)})" if a.size else ""))
     return a
+
+
+def _is_sparse(w) -> bool:
+    """A scipy sparse matrix (a sparse layer: a convolution's connectivity, a pooled dense layer)."""
+    return sp.issparse(w)
+
+
+def _integer_weights(w, what: str):
+    """Dense weights as an integer array, sparse ones as an integer CSR matrix with no duplicate entries."""
+    if not _is_sparse(w):
+        return _integer_array(w, what)
+    w = sp.csr_matrix(w)
+    _integer_array(w.data, what)
+    w.sum_duplicates()
+    return w
+
+
+def _weight_values(w) -> np.ndarray:
+    """The stored values of a layer's weights (the dense array, or a sparse matrix's entries)."""
+    return w.data if _is_sparse(w) else w
+
+
+def _synapse_count(w) -> int:
+    """Entries a layer's weights occupy in a file: every value of a dense matrix, the stored ones of a sparse."""
+    return int(w.nnz) if _is_sparse(w) else int(w.size)
 
 
 def _check_range(a: np.ndarray, lo: int, hi: int, what: str, rule: str) -> None:
@@ -216,7 +241,7 @@ class SnnModel:
         for name, seq in (("bias_mant", self.bias_mant), ("bias_exp", self.bias_exp), ("vth_mant", self.vth_mant)):
             if len(seq) != n:
                 raise ModelError(f"{name} has {len(seq)} entries for {n} layers")
-        self.weights = [_integer_array(w, f"layer {l + 1}: weights") for l, w in enumerate(self.weights)]
+        self.weights = [_integer_weights(w, f"layer {l + 1}: weights") for l, w in enumerate(self.weights)]
         self.bias_mant = [_integer_array(b, f"layer {l + 1}: bias_mant") for l, b in enumerate(self.bias_mant)]
         self.bias_exp = [_integer_array(b, f"layer {l + 1}: bias_exp") for l, b in enumerate(self.bias_exp)]
         for l in range(n):
@@ -230,7 +255,8 @@ class SnnModel:
         if l and w.shape[1] != self.weights[l - 1].shape[0]:
             raise ModelError(f"layer {l + 1}: takes {w.shape[1]} inputs but layer {l} has "
                              f"{self.weights[l - 1].shape[0]} neurons")
-        _check_range(w, cfg.weight_min, cfg.weight_max, f"layer {l + 1}: weights", f"weight_bits={cfg.weight_bits}")
+        _check_range(_weight_values(w), cfg.weight_min, cfg.weight_max, f"layer {l + 1}: weights",
+                     f"weight_bits={cfg.weight_bits}")
         bm, be = self.bias_mant[l], self.bias_exp[l]
         if bm.shape != (w.shape[0],) or be.shape != (w.shape[0],):
             raise ModelError(f"layer {l + 1}: bias arrays must have shape ({w.shape[0]},), "
@@ -264,15 +290,30 @@ class SnnModel:
                                        du=4095, dv=0, refract=0, vth_mant=int(self.vth_mant[l]),
                                        bias_mant=np.asarray(self.bias_mant[l], dtype=np.int64),
                                        bias_exp=np.asarray(self.bias_exp[l], dtype=np.int64)))
-            j, i = np.nonzero(w)
-            net.connect(pops[l], pops[l + 1], np.stack([i, j, w[j, i]], axis=1))
+            coo = sp.coo_matrix(w)
+            keep = coo.data != 0
+            net.connect(pops[l], pops[l + 1], np.stack([coo.col[keep], coo.row[keep], coo.data[keep]], axis=1))
         return net
 
     def cores_needed(self) -> int:
-        """Cores the mapper uses for this model on its chip configuration."""
+        """Cores the mapper uses for this model on its chip configuration; a ModelError naming the
+        smallest configuration that would fit when it does not fit this one."""
         from neurovm.mapper import map_network
 
-        return len(map_network(self.network(), self.config).images)
+        try:
+            return len(map_network(self.network(), self.config).images)
+        except Exception as e:   # noqa: BLE001 - MapError and friends, reported as the model's problem
+            raise ModelError(f"the model does not fit this chip: {e}; {self._fit_hint()}") from None
+
+    def _fit_hint(self) -> str:
+        """Which configuration would hold the model (see :func:`smallest_config`), as a sentence."""
+        try:
+            cfg = smallest_config(self.network(), self.config)
+        except ModelError as e:
+            return str(e)
+        return (f"the smallest configuration that fits is mesh_width={cfg.mesh_width}, "
+                f"mesh_height={cfg.mesh_height}, vcores_per_vm={cfg.vcores_per_vm} ({cfg.num_cores} cores; "
+                f"convert with config='auto' to get it)")
 
     def encode(self, x: np.ndarray, steps: int | None = None) -> np.ndarray:
         """Input spike raster ``(steps, n_inputs)`` of one sample."""
@@ -348,7 +389,10 @@ class SnnModel:
         try:
             return map_network(self.network(), self.config, free_cores=chip.free_cores)
         except Exception as e:   # noqa: BLE001 - MapError and friends, reported as the model's problem
-            raise ModelError(f"the model does not fit this chip: {e}") from None
+            if len(chip.free_cores) < self.config.num_cores:
+                raise ModelError(f"the model does not fit this chip's {len(chip.free_cores)} free cores: {e}") \
+                    from None
+            raise ModelError(f"the model does not fit this chip: {e}; {self._fit_hint()}") from None
 
     @staticmethod
     def _progress(progress, total: int):
@@ -467,7 +511,7 @@ class SnnModel:
                 for t in range(steps):
                     # a spike of the layer below at step t-1 (or an input fed at t) is integrated at t
                     src = spikes[t - 1] if (l and t) else (spikes[t] if not l else np.zeros(w.shape[1], bool))
-                    v = np.clip(v + (w.astype(np.int64) @ src.astype(np.int64)) * 64 + bias,
+                    v = np.clip(v + np.asarray(w.astype(np.int64) @ src.astype(np.int64)) * 64 + bias,
                                 -(2 ** 23 - 1), 2 ** 23 - 1)
                     fire = v > th
                     nxt[t] = fire
@@ -480,6 +524,10 @@ class SnnModel:
     # ---- the .nvm file --------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write the model as ``.nvm`` (``.npz``: a JSON header plus the integer arrays; format version 1).
+
+        A sparse layer (a convolution's connectivity) is stored as ``wrow{l}``, ``wcol{l}``,
+        ``wval{l}`` (its entries) instead of ``weight{l}``; the header field ``sparse_shapes``
+        (absent when every layer is dense) gives its ``[out, in]`` shape, ``null`` for dense layers.
 
         Everything is checked before the target is touched (the model is re-validated, every
         array is range-checked for its on-disk dtype, the header must be strict JSON, the
@@ -496,11 +544,13 @@ class SnnModel:
         path = Path(path)
         try:
             self._validate()
-            _check_file_limits(self.config, self.sizes, [w.size for w in self.weights])
+            _check_file_limits(self.config, self.sizes, [_synapse_count(w) for w in self.weights])
             arrays = self._file_arrays()
             header = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "config": self.config.to_dict(),
                       "layers": len(self.weights), "vth_mant": [int(v) for v in self.vth_mant],
                       "input_scale": float(self.input_scale), "steps": int(self.steps), "meta": self.meta}
+            if any(_is_sparse(w) for w in self.weights):
+                header["sparse_shapes"] = [list(map(int, w.shape)) if _is_sparse(w) else None for w in self.weights]
             try:
                 json.dumps(header["meta"], allow_nan=False)
             except (TypeError, ValueError) as e:
@@ -512,12 +562,19 @@ class SnnModel:
     def _file_arrays(self) -> dict[str, np.ndarray]:
         """The arrays of the file, each cast to its on-disk dtype only after a range check (no wrap)."""
         arrays = {}
-        for l in range(len(self.weights)):
-            for kind, seq in (("weight", self.weights), ("bias_mant", self.bias_mant), ("bias_exp", self.bias_exp)):
+        for l, w in enumerate(self.weights):
+            parts = [("bias_mant", self.bias_mant[l]), ("bias_exp", self.bias_exp[l])]
+            if _is_sparse(w):
+                coo = sp.coo_matrix(w)
+                parts += [("wrow", coo.row), ("wcol", coo.col), ("wval", coo.data)]
+            else:
+                parts.append(("weight", w))
+            for kind, a in parts:
                 dtype = _FILE_DTYPES[kind]
                 info = np.iinfo(dtype)
-                _check_range(seq[l], int(info.min), int(info.max), f"layer {l + 1}: {kind}", f"saved as {info.dtype}")
-                arrays[f"{kind}{l}"] = np.asarray(seq[l]).astype(dtype)
+                _check_range(np.asarray(a), int(info.min), int(info.max), f"layer {l + 1}: {kind}",
+                             f"saved as {info.dtype}")
+                arrays[f"{kind}{l}"] = np.asarray(a).astype(dtype)
         return arrays
 
     @classmethod
@@ -538,20 +595,25 @@ class SnnModel:
         if not _is_int(n) or not 1 <= n <= capacity - 1:
             raise ModelError(f"header field 'layers' = {n!r}: must be an integer in 1..{capacity - 1} "
                              f"(the chip holds {capacity} neurons, one layer needs at least one)")
-        missing = [f"{k}{l}" for l in range(n) for k in _FILE_DTYPES if f"{k}{l}" not in members]
+        sparse = _header_sparse_shapes(header.get("sparse_shapes"), n, capacity)
+        kinds = [(_SPARSE_PARTS if sparse[l] else ("weight",)) + ("bias_mant", "bias_exp") for l in range(n)]
+        missing = [f"{k}{l}" for l in range(n) for k in kinds[l] if f"{k}{l}" not in members]
         if missing:
             raise ModelError(f"truncated model file, array {missing[0]!r} is missing")
-        shapes = [_declared_shape(members, f"weight{l}") for l in range(n)]
+        shapes = [sparse[l] or _declared_shape(members, f"weight{l}") for l in range(n)]
         sizes = [shapes[0][1]] + [s[0] for s in shapes]
         for l in range(1, n):
             if shapes[l][1] != shapes[l - 1][0]:
-                raise ModelError(f"array 'weight{l}' has shape {shapes[l]}: it must take the "
-                                 f"{shapes[l - 1][0]} outputs of 'weight{l - 1}' {shapes[l - 1]}")
-        _check_file_limits(cfg, sizes, [a * b for a, b in shapes])
-        arrs = {k: [members.integers(f"{k}{l}", ndim=2 if k == "weight" else 1,
-                                     max_shape=shapes[l] if k == "weight" else shapes[l][:1],
-                                     what=f"layer {l + 1} as declared by 'weight{l}'")
-                    for l in range(n)] for k in _FILE_DTYPES}
+                raise ModelError(f"layer {l + 1} has shape {shapes[l]}: it must take the "
+                                 f"{shapes[l - 1][0]} outputs of layer {l} {shapes[l - 1]}")
+        counts = [_declared_entries(members, l) if sparse[l] else a * b for l, (a, b) in enumerate(shapes)]
+        _check_file_limits(cfg, sizes, counts)
+        weights = [_read_sparse(members, l, shapes[l], counts[l]) if sparse[l] else
+                   members.integers(f"weight{l}", ndim=2, max_shape=shapes[l],
+                                    what=f"layer {l + 1} as declared by 'weight{l}'") for l in range(n)]
+        arrs = {k: [members.integers(f"{k}{l}", ndim=1, max_shape=shapes[l][:1],
+                                     what=f"layer {l + 1} as declared by its weights")
+                    for l in range(n)] for k in ("bias_mant", "bias_exp")}
         for k in ("bias_mant", "bias_exp"):
             for l, a in enumerate(arrs[k]):
                 if a.shape != shapes[l][:1]:
@@ -560,8 +622,54 @@ class SnnModel:
         if not isinstance(vth, list) or len(vth) != n:
             raise ModelError(f"header field 'vth_mant' = {_short(vth)}: must be a list of {n} integers")
         meta = header.get("meta", {})
-        return cls(arrs["weight"], arrs["bias_mant"], arrs["bias_exp"], vth, header["input_scale"],
+        return cls(weights, arrs["bias_mant"], arrs["bias_exp"], vth, header["input_scale"],
                    header["steps"], cfg, meta)
+
+
+def _header_sparse_shapes(field, n: int, capacity: int) -> list:
+    """The header's ``sparse_shapes``: absent (every layer dense) or a list of ``n`` entries, each
+    ``null`` (dense) or ``[out, in]`` with both sizes in ``1..capacity``."""
+    if field is None:
+        return [None] * n
+    if not isinstance(field, list) or len(field) != n:
+        raise ModelError(f"header field 'sparse_shapes' = {_short(field)}: must be a list of {n} entries "
+                         f"(null or [out, in])")
+    out = []
+    for l, s in enumerate(field):
+        if s is None:
+            out.append(None)
+        elif isinstance(s, list) and len(s) == 2 and all(_is_int(d) and 1 <= d <= capacity for d in s):
+            out.append((int(s[0]), int(s[1])))
+        else:
+            raise ModelError(f"header field 'sparse_shapes' entry {l} = {_short(s)}: must be null or "
+                             f"[out, in], two integers in 1..{capacity}")
+    return out
+
+
+def _declared_entries(members, l: int) -> int:
+    """Entries of sparse layer ``l`` from its arrays' ``.npy`` headers: three 1-D arrays of one length."""
+    lengths = []
+    for k in _SPARSE_PARTS:
+        dtype, shape, _ = members.describe(f"{k}{l}")
+        if dtype.kind not in "iu" or len(shape) != 1:
+            raise ModelError(f"array '{k}{l}': dtype {dtype}, shape {shape}; a 1-D integer array is required")
+        lengths.append(shape[0])
+    if len(set(lengths)) != 1:
+        raise ModelError(f"sparse layer {l + 1}: arrays 'wrow{l}', 'wcol{l}', 'wval{l}' have lengths "
+                         f"{lengths}; they must be equal")
+    return lengths[0]
+
+
+def _read_sparse(members, l: int, shape: tuple, count: int) -> sp.csr_matrix:
+    """Sparse layer ``l``: its entries read and checked (indices within ``shape``, no entry twice)."""
+    rows, cols, vals = (members.integers(f"{k}{l}", ndim=1, max_shape=(count,), what=f"sparse layer {l + 1}")
+                        for k in _SPARSE_PARTS)
+    for name, a, size in (("wrow", rows, shape[0]), ("wcol", cols, shape[1])):
+        _check_range(a, 0, size - 1, f"array '{name}{l}'", f"indices of a {shape[0]}x{shape[1]} layer")
+    key = rows.astype(np.int64) * shape[1] + cols
+    if np.unique(key).size != key.size:
+        raise ModelError(f"sparse layer {l + 1}: an entry (row, column) appears twice in 'wrow{l}'/'wcol{l}'")
+    return sp.csr_matrix((vals, (rows, cols)), shape=shape)
 
 
 def _short(x, limit: int = 60) -> str:
@@ -642,6 +750,42 @@ def _fork_batch_size(batch, samples: int, config: ChipConfig, steps: int) -> int
     return int(max(1, min(batch or _FORK_MAX_COPIES, samples, fit)))
 
 
+def _mesh_candidates(cores_at_least: int) -> list[tuple[int, int]]:
+    """Meshes ``(width, height)`` of 1..16 each with at least ``cores_at_least`` cores: fewest cores
+    first, then the squarest."""
+    meshes = [(w, h) for w in range(1, 17) for h in range(1, 17) if w * h >= cores_at_least]
+    return sorted(meshes, key=lambda m: (m[0] * m[1], abs(m[0] - m[1]), -m[0]))
+
+
+def smallest_config(network, config: ChipConfig, attempts: int = 8) -> ChipConfig:
+    """The configuration with the fewest cores that maps ``network``: ``config`` with another mesh
+    (and ``vcores_per_vm`` raised to the mesh's cores if needed), every other field unchanged.
+
+    Meshes are tried fewest cores first, from the lower bound the neurons and synapses give;
+    a ModelError says so when none of the first ``attempts`` candidates holds the network.
+    """
+    import dataclasses
+
+    from neurovm.mapper import map_network
+
+    arrays = network.arrays()
+    bound = max(math.ceil(arrays.n / config.neurons_per_core),
+                math.ceil(arrays.src.size / config.synapses_per_core), 1)
+    tried = []
+    for w, h in _mesh_candidates(bound)[:attempts]:
+        cfg = dataclasses.replace(config, mesh_width=w, mesh_height=h,
+                                  vcores_per_vm=min(256, max(config.vcores_per_vm, w * h)))
+        try:
+            map_network(arrays, cfg)
+        except Exception:   # noqa: BLE001 - MapError and friends: try the next mesh
+            tried.append(f"{w}x{h}")
+            continue
+        return cfg
+    raise ModelError(f"no mesh of up to 16x16 cores with neurons_per_core={config.neurons_per_core}, "
+                     f"synapses_per_core={config.synapses_per_core}, fanout_per_core={config.fanout_per_core}, "
+                     f"axons_per_core={config.axons_per_core} holds the model (tried {', '.join(tried) or 'none'})")
+
+
 def load_model(path) -> SnnModel:
     """Read a ``.nvm`` model file (see :meth:`SnnModel.load`)."""
     return SnnModel.load(path)
@@ -713,106 +857,49 @@ def _onnx_tensor(label: str, t, limit: int, cfg: ChipConfig) -> np.ndarray:
     return real_array(a, label)
 
 
-def _onnx_layers(model, cfg: ChipConfig = DEFAULT_CONFIG) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Dense layers ``(W (out, in), b)`` of a Gemm/MatMul+Add/Relu chain, checked node by node."""
-    g = model.graph
-    init = _onnx_constants(g, cfg)
-    inputs = [i for i in g.input if i.name not in init]
-    if len(inputs) != 1:
-        raise ModelError(f"the ONNX graph must have one data input, it has {len(inputs)} "
-                         f"({', '.join(i.name for i in inputs)})")
-    cur = inputs[0].name
-    layers: list[list] = []   # [W, b, relu]
-    nodes = [n for n in g.node if n.op_type != "Constant"]
-    for k, node in enumerate(nodes):
-        label = f"node {k} '{node.name or node.op_type}'"
-        op = node.op_type
-        data_in = [i for i in node.input if i and i not in init]
-        if op in ("Softmax", "LogSoftmax"):
-            if k != len(nodes) - 1:
-                raise ModelError(f"{label}: {op} is only supported as the last node")
-            break
-        if data_in != [cur]:
-            raise ModelError(f"{label} ({op}): the graph must be a single chain; this node reads "
-                             f"{list(node.input)}, expected the output of the previous node {cur!r}")
-        attrs = {a.name: a for a in node.attribute}
-        if op == "Gemm":
-            alpha = attrs["alpha"].f if "alpha" in attrs else 1.0
-            beta = attrs["beta"].f if "beta" in attrs else 1.0
-            if not (math.isfinite(alpha) and math.isfinite(beta)):
-                raise ModelError(f"{label}: Gemm alpha={alpha}, beta={beta}: both must be finite numbers")
-            if "transA" in attrs and attrs["transA"].i:
-                raise ModelError(f"{label}: Gemm with transA=1 is not supported")
-            b_mat = init.get(node.input[1])
-            if b_mat is None or b_mat.ndim != 2:
-                raise ModelError(f"{label}: Gemm weights must be a 2-D constant initializer")
-            w = (b_mat if ("transB" in attrs and attrs["transB"].i) else b_mat.T) * alpha
-            bias = init.get(node.input[2], np.zeros(w.shape[0])) * beta if len(node.input) > 2 and node.input[2] \
-                else np.zeros(w.shape[0])
-            layers.append([w, np.broadcast_to(bias, (w.shape[0],)).astype(np.float64), False])
-        elif op == "MatMul":
-            m = init.get(node.input[1])
-            if m is None or m.ndim != 2:
-                raise ModelError(f"{label}: MatMul needs a 2-D constant right operand")
-            layers.append([m.T, np.zeros(m.shape[1]), False])
-        elif op == "Add":
-            b = init.get(node.input[1] if node.input[0] == cur else node.input[0])
-            if not layers or layers[-1][2] or b is None:
-                raise ModelError(f"{label}: Add is supported only as the bias right after MatMul/Gemm")
-            layers[-1][1] = layers[-1][1] + np.broadcast_to(b.ravel(), layers[-1][1].shape)
-        elif op == "Relu":
-            if not layers or layers[-1][2]:
-                raise ModelError(f"{label}: Relu must follow a dense layer")
-            layers[-1][2] = True
-        elif op in _PASS_OPS:
-            pass
-        else:
-            raise ModelError(f"{label}: unsupported operator {op!r}; supported: {', '.join(SUPPORTED_OPS)}")
-        cur = node.output[0]
-    if not layers:
-        raise ModelError("the ONNX graph has no dense layer (Gemm or MatMul)")
-    for l, (w, _, relu) in enumerate(layers):
-        if l < len(layers) - 1 and not relu:
-            raise ModelError(f"layer {l + 1}: a hidden dense layer must be followed by Relu")
-        if l and w.shape[1] != layers[l - 1][0].shape[0]:
-            raise ModelError(f"layer {l + 1}: takes {w.shape[1]} inputs, layer {l} gives {layers[l - 1][0].shape[0]}")
-    if layers[-1][2]:
-        raise ModelError("the last dense layer must not be followed by Relu (its outputs are the class scores)")
-    for l, (w, b, _) in enumerate(layers):
-        real_array(w, f"layer {l + 1}: weights (after Gemm alpha)")
-        real_array(b, f"layer {l + 1}: bias (after Gemm beta)")
-    return [(w, b) for w, b, _ in layers]
-
-
 def ann_forward(layers, x: np.ndarray) -> list[np.ndarray]:
     """Activations of every layer (the last one without ReLU) of the float network."""
     acts = [np.asarray(x, dtype=np.float64)]
     for l, (w, b) in enumerate(layers):
-        z = acts[-1] @ w.T + b
+        z = np.asarray(acts[-1] @ w.T) + b
         acts.append(np.maximum(z, 0) if l < len(layers) - 1 else z)
     return acts
 
 
 def _quantise(layers, calib: np.ndarray, cfg: ChipConfig, percentile: float, steps: int, meta: dict) -> SnnModel:
+    """Data-based normalisation (``lam`` from ``calib``'s activations), then :func:`quantise_layers`."""
     with np.errstate(over="ignore", invalid="ignore"):
         acts = ann_forward(layers, calib)
     for l, a in enumerate(acts[1:]):
         real_array(a, f"layer {l + 1}: activations on the calibration data (overflow)")
     lam = [max(float(np.percentile(a[a > 0], percentile)) if (a > 0).any() else 1.0, 1e-9) for a in acts]
-    wmax = cfg.weight_max
+    return quantise_layers(layers, lam, cfg, steps, {**meta, "percentile": percentile})
+
+
+def quantise_layers(layers, lam: list, cfg: ChipConfig, steps: int, meta: dict) -> SnnModel:
+    """Integer SNN layers from float layers ``(W, b)`` (``W`` dense or sparse) and normalisation ``lam``
+    (one value per population, the input's first): step 3 of the module docstring."""
     weights, bm, be, vth = [], [], [], []
     for l, (w, b) in enumerate(layers):
+        factor = lam[l] / lam[l + 1]
         with np.errstate(over="ignore", invalid="ignore"):
-            wn = real_array(w * lam[l] / lam[l + 1], f"layer {l + 1}: normalised weights (overflow)")
+            wn = sp.csr_matrix(w, dtype=np.float64) * factor if _is_sparse(w) else w * factor
+            values = real_array(_weight_values(wn), f"layer {l + 1}: normalised weights (overflow)")
             bn = real_array(b / lam[l + 1], f"layer {l + 1}: normalised bias (overflow)")
-        scale = wmax / max(np.abs(wn).max(), 1e-12)
+        scale = cfg.weight_max / max(np.abs(values).max() if values.size else 0.0, 1e-12)
         scale = min(scale, _VTH_MANT_MAX)
-        weights.append(np.rint(wn * scale).astype(np.int64))   # |wn * scale| <= wmax: no overflow
+        if _is_sparse(wn):
+            wq = wn.copy()
+            wq.data = np.rint(values * scale).astype(np.int64)
+            wq.eliminate_zeros()
+            weights.append(wq.astype(np.int64))
+        else:
+            weights.append(np.rint(wn * scale).astype(np.int64))   # |wn * scale| <= wmax: no overflow
         vth.append(max(1, int(round(scale))))
         mant, exp = _bias_fields(bn * scale * 64, f"layer {l + 1}")
         bm.append(mant)
         be.append(exp)
-    meta = {**meta, "normalisation": [float(x) for x in lam], "percentile": percentile}
+    meta = {**meta, "normalisation": [float(x) for x in lam]}
     return SnnModel(weights, bm, be, vth, lam[0], steps, cfg, meta)
 
 
@@ -837,13 +924,39 @@ def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else ""
 
 
-def convert_onnx(model, calibration, config: ChipConfig = DEFAULT_CONFIG, percentile: float = 99.9,
-                 steps: int = 64) -> SnnModel:
-    """Convert an ONNX ReLU network (path, bytes or ``onnx.ModelProto``) to an :class:`SnnModel`.
+def convert_onnx(model, calibration=None, config: ChipConfig | str = DEFAULT_CONFIG, percentile: float = 99.9,
+                 steps: int = 64, input_max: float = 1.0) -> SnnModel:
+    """Convert an ONNX ReLU network or CNN (path, bytes or ``onnx.ModelProto``) to an :class:`SnnModel`.
 
-    ``calibration``: input samples ``(n, inputs)`` used to normalise weights and
-    thresholds (a few hundred training samples are plenty).
+    Parameters
+    ----------
+    calibration : array_like, optional
+        Input samples ``(n, inputs)`` used to normalise weights and thresholds (a few
+        hundred training samples are plenty).  Without it the normalisation is data-free
+        (the weights on synthetic inputs uniform in ``[0, input_max]``) and a
+        ``CalibrationWarning`` says that calibration data improves accuracy.
+    config : ChipConfig or "auto"
+        ``"auto"`` picks the smallest configuration the model fits.
+
+    The operators understood are listed in :mod:`neurovm.host.importers.onnx`
+    (docs/architecture.md §18); anything else is refused naming the node.
     """
+    from .importers.convert import convert_ops
+    from .importers.onnx import onnx_ops
+
+    proto, source = _read_onnx(model, config if isinstance(config, ChipConfig) else DEFAULT_CONFIG)
+    init = _onnx_constants(proto.graph, config if isinstance(config, ChipConfig) else DEFAULT_CONFIG)
+    try:
+        ops, shape = onnx_ops(proto, init)
+    except ModelError:
+        raise
+    except (ValueError, IndexError) as e:   # shapes that do not broadcast, nodes missing inputs
+        raise ModelError(f"the ONNX graph's shapes do not fit a chain of layers ({e})") from None
+    return convert_ops(ops, shape, calibration, config, percentile, steps, {"source": f"onnx:{source}"}, input_max)
+
+
+def _read_onnx(model, config: ChipConfig):
+    """``(onnx.ModelProto, source name)`` from a path, bytes or a ModelProto, sizes and validity checked."""
     import onnx
 
     try:
@@ -872,22 +985,7 @@ def convert_onnx(model, calibration, config: ChipConfig = DEFAULT_CONFIG, percen
         onnx.checker.check_model(proto)
     except Exception as e:   # noqa: BLE001
         raise ModelError(f"invalid ONNX model (onnx.checker: {_first_line(e)})") from None
-    try:
-        layers = _onnx_layers(proto, config)
-    except ModelError:
-        raise
-    except (ValueError, IndexError) as e:   # shapes that do not broadcast, nodes missing inputs
-        raise ModelError(f"the ONNX graph's shapes do not fit a chain of dense layers ({e})") from None
-    calib = real_array(calibration, "calibration data")
-    if calib.ndim != 2 or calib.shape[1] != layers[0][0].shape[1] or not calib.shape[0]:
-        raise ModelError(f"calibration data must have shape (samples, {layers[0][0].shape[1]}), not {calib.shape}"
-                         + (" (at least one sample)" if calib.ndim == 2 and not calib.shape[0] else ""))
-    if not (_is_real(percentile) and 0 < float(percentile) <= 100):
-        raise ModelError(f"percentile must be a number in (0, 100], not {percentile!r}")
-    if not _is_int(steps) or not 1 <= steps <= MAX_STEPS:
-        raise ModelError(f"steps must be an integer in 1..{MAX_STEPS}, not {steps!r}")
-    return _quantise(layers, calib, config, percentile, steps, {"source": f"onnx:{source}",
-                                                                 "layers": [list(w.shape) for w, _ in layers]})
+    return proto, source
 
 
 def convert_pytorch(module, example_input, calibration, config: ChipConfig = DEFAULT_CONFIG, **kw) -> SnnModel:

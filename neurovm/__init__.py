@@ -30,8 +30,10 @@ def open(backend: str = "emulator", config: ChipConfig | None = None, **options)
     return _open(backend, config, **options)
 
 
-def convert_onnx(model, calibration, config: ChipConfig | None = None, **kw):
-    """Convert an ONNX ReLU network to a rate-coded SNN; see :func:`neurovm.host.model.convert_onnx`."""
+def convert_onnx(model, calibration=None, config: ChipConfig | str | None = None, **kw):
+    """Convert an ONNX ReLU network or CNN to a rate-coded SNN; see :func:`neurovm.host.model.convert_onnx`.
+
+    Without ``calibration`` the normalisation is data-free and a ``CalibrationWarning`` says so."""
     from .host.model import convert_onnx as _convert
 
     return _convert(model, calibration, config or DEFAULT_CONFIG, **kw)
@@ -42,6 +44,14 @@ def convert_pytorch(module, example_input, calibration, config: ChipConfig | Non
     from .host.model import convert_pytorch as _convert
 
     return _convert(module, example_input, calibration, config or DEFAULT_CONFIG, **kw)
+
+
+def convert_tensorflow(model, calibration=None, config: ChipConfig | str | None = None, **kw):
+    """Convert a Keras ``.h5``/``.keras`` file (read without TensorFlow) or a live ``tf.keras`` model;
+    see :func:`neurovm.host.importers.keras.convert_keras`."""
+    from .host.importers.keras import convert_keras as _convert
+
+    return _convert(model, calibration, config or DEFAULT_CONFIG, **kw)
 
 
 def load_model(path):

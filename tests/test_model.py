@@ -87,12 +87,19 @@ def test_onnx_import_refuses_what_it_cannot_convert_and_names_it():
     w = numpy_helper.from_array(np.ones((3, 4), np.float32), "W")
     w2 = numpy_helper.from_array(np.ones((2, 3), np.float32), "W2")
     conv = _graph([helper.make_node("Conv", ["x", "W"], ["y"], name="conv1")], [w])
-    with pytest.raises(ModelError, match=r"node 0 'conv1': unsupported operator 'Conv'; supported: Gemm, MatMul"):
+    with pytest.raises(ModelError, match=r"node 0 'conv1': Conv weight shape \(3, 4\) -- only 2-D convolution"):
         convert_onnx(conv, calib)
+    lstm = _graph([helper.make_node("Sigmoid", ["x"], ["y"], name="rnn")], [])
+    with pytest.raises(ModelError, match=r"node 0 'rnn': unsupported operator 'Sigmoid'; supported: Conv, AveragePool"):
+        convert_onnx(lstm, calib)
+    # two dense layers without a Relu between them compose into one (exactly the same function)
     no_relu = _graph([helper.make_node("Gemm", ["x", "W"], ["h"], transB=1, name="fc1"),
                       helper.make_node("Gemm", ["h", "W2"], ["y"], transB=1, name="fc2")], [w, w2])
-    with pytest.raises(ModelError, match="layer 1: a hidden dense layer must be followed by Relu"):
-        convert_onnx(no_relu, calib)
+    assert convert_onnx(no_relu, calib).sizes == [4, 2]
+    relu_last = _graph([helper.make_node("Gemm", ["x", "W"], ["h"], transB=1, name="fc1"),
+                        helper.make_node("Relu", ["h"], ["y"], name="r")], [w])
+    with pytest.raises(ModelError, match="the model must end with a linear layer"):
+        convert_onnx(relu_last, calib)
     branch = _graph([helper.make_node("Gemm", ["x", "W"], ["h"], transB=1, name="fc1"),
                      helper.make_node("Relu", ["x"], ["y"], name="r")], [w])
     with pytest.raises(ModelError, match=r"node 1 'r' \(Relu\): the graph must be a single chain"):

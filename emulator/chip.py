@@ -27,15 +27,16 @@ from neurovm.formats import (
     MMU_ENTRY,
     NUM_COUNTERS,
     OUTPUT_FORMATS,
-    REGIONS,
     WORD_MASK,
     ErrorCode,
     FaultCause,
     FaultOrigin,
+    LearnRegion,
     Opcode,
     OutType,
     Perm,
     Region,
+    region_specs,
 )
 
 from .engine import VCORE_SPACE, Engine
@@ -45,6 +46,9 @@ from .xp import namespace, to_host
 __all__ = ["Chip", "BatchRun", "ForkError"]
 
 _STATE_REGIONS = {Region.STATE_U: "u", Region.STATE_V: "v", Region.STATE_REF: "ref", Region.ACC: "acc"}
+#: Learning chips (§24): the trace regions live in the engine, one state array per field.
+_TRACE_REGIONS = {LearnRegion.PRE_TRACE: {"x": "pre_x", "x0": "pre_x0", "pend": "pre_pend"},
+                  LearnRegion.POST_TRACE: {"y": "post_y", "y0": "post_y0"}}
 _OPCODES = {int(op) for op in Opcode}
 _NO_STATE_ACCESS = {Opcode.NOP, Opcode.SYNC, Opcode.INJECT, Opcode.RUN, Opcode.MMU_MAP}
 
@@ -94,6 +98,7 @@ class Chip:
         if batch is not None and (not isinstance(batch, (int, np.integer)) or batch < 1):
             raise ValueError(f"Chip batch={batch!r}: must be None (one chip) or an int >= 1")
         self.config = config
+        self.regions = region_specs(config)   # the regions this chip has (§5; §24 on a learning chip)
         self.batch = batch
         self.device = device
         self.xp = namespace(device)
@@ -187,6 +192,10 @@ class Chip:
             counts = self._count_form(inject, copies, axons.shape[0], steps)
         self._refresh_engine()
         self.engine.flush()
+        if self.engine.learning and bool(to_host(self.engine.learn.enable[source]).any()):
+            cores = np.flatnonzero(to_host(self.engine.learn.enable[source])).tolist()
+            raise ForkError(f"run_batch: cores {cores} have learning enabled (LEARN_RULE.enable, §24); "
+                            "the forked batch does not learn: feed the copies (Chip(batch=B).feed_each) instead")
         return Fork(self.engine, source, copies, axons).run(steps, counts)
 
     @staticmethod
@@ -348,8 +357,8 @@ class Chip:
         c = self.config
         B, C = self._B, c.num_cores
         if not self.mem:
-            for spec in REGIONS.values():
-                if spec.region not in _STATE_REGIONS:
+            for spec in self.regions.values():
+                if spec.region not in _STATE_REGIONS and spec.region not in _TRACE_REGIONS:
                     self.mem[spec.region] = np.zeros((B, C, spec.size(c)), dtype=np.uint32)
             self._mmu_valid = np.zeros((B, c.max_vms, c.vcores_per_vm), dtype=bool)
             self._mmu_pcore = np.zeros((B, c.max_vms, c.vcores_per_vm), dtype=np.int64)
@@ -424,10 +433,23 @@ class Chip:
             return None
         return p
 
+    def _pull_learned(self, b: int) -> None:
+        """Learning chips: copy the weights learning changed in copy ``b`` into its SYN words (the
+        ``target`` and ``fixed`` bits stay), so that READ sees them and a table reload keeps them."""
+        engine = self.engine
+        if not (engine.learning and engine.weights_changed[b]):
+            return
+        fmt = self.regions[Region.SYN].fmt
+        syn = self.mem[Region.SYN][b].astype(np.int64)
+        self.mem[Region.SYN][b] = (syn & ~fmt["weight"].mask) | fmt["weight"].put(engine.learned_weights(b))
+        engine.weights_changed[b] = False
+
     def _refresh_engine(self):
         """Upload the decoded tables and translation of every copy changed since the last step."""
         if self._tables_dirty.any():
             copies = np.flatnonzero(self._tables_dirty)
+            for b in copies:
+                self._pull_learned(int(b))
             self.engine.flush()
             self.engine.load_tables(copies, self.mem)
             self._tables_dirty[copies] = False
@@ -503,6 +525,7 @@ class Chip:
             return True
         if op not in _NO_STATE_ACCESS:
             self.engine.flush()  # queued injections land before anything reads or rewrites state
+            self._pull_learned(b)
         getattr(self, "_cmd_" + op.name.lower())(b, f, words, index)
         return True
 
@@ -529,10 +552,10 @@ class Chip:
         if f["count"] == 0:
             self._error(b, ErrorCode.BAD_LENGTH, hdr, index)
             return False
-        if f["region"] not in REGIONS.keys():
+        if f["region"] not in self.regions:
             self._error(b, ErrorCode.BAD_REGION, hdr, index)
             return False
-        size = REGIONS[Region(f["region"])].size(self.config)
+        size = self.regions[f["region"]].size(self.config)
         if addr >= size or addr + f["count"] > size:
             self._error(b, ErrorCode.BAD_ADDRESS, addr, index + 1)
             return False
@@ -550,8 +573,8 @@ class Chip:
         p = self._resolve(b, f, Perm.W, words[0], index)
         if p is None:
             return
-        region = Region(f["region"])
-        spec = REGIONS[region]
+        spec = self.regions[f["region"]]
+        region = spec.region
         addr = words[1]
         data = np.array(words[2:], dtype=np.int64)
         bad = spec.invalid(self.config, data)
@@ -564,6 +587,10 @@ class Chip:
             field = next(iter(spec.fmt.fields.values()))
             state = getattr(self.engine, _STATE_REGIONS[region])
             state[b, p, self.xp.asarray(addr + good)] = self.xp.asarray(field.get(data[good]))
+        elif region in _TRACE_REGIONS:
+            for name, attr in _TRACE_REGIONS[region].items():
+                getattr(self.engine, attr)[b, p, self.xp.asarray(addr + good)] = \
+                    self.xp.asarray(spec.fmt[name].get(data[good]))
         else:
             self.mem[region][b, p, addr + good] = data[good]
             self._tables_dirty[b] = True
@@ -574,11 +601,15 @@ class Chip:
         p = self._resolve(b, f, Perm.R, words[0], index)
         if p is None:
             return
-        region = Region(f["region"])
+        spec = self.regions[f["region"]]
+        region = spec.region
         addr, count = words[1], f["count"]
         if region in _STATE_REGIONS:
             state = getattr(self.engine, _STATE_REGIONS[region])
             data = to_host(state[b, p, addr : addr + count]) & WORD_MASK
+        elif region in _TRACE_REGIONS:
+            data = spec.fmt.pack_array(**{name: to_host(getattr(self.engine, attr)[b, p, addr : addr + count])
+                                          for name, attr in _TRACE_REGIONS[region].items()}).astype(np.int64)
         else:
             data = self.mem[region][b, p, addr : addr + count].astype(np.int64)
         self._emit(b, OUTPUT_FORMATS[OutType.READ_DATA].pack(type=OutType.READ_DATA, count=count), *data.tolist())

@@ -29,6 +29,14 @@ would be much larger than the synapse memory (many fan-out entries sharing
 long axons) the step falls back to the per-axon path that INJECT uses; both
 give identical results.
 
+On a chip built with ``ChipConfig.learning = 1`` the step also runs the learning engine of
+§24 (:meth:`Engine._learn`): the pre events of the step (``pre_pend``, double-buffered like
+``acc``), the traces ``pre_x``/``post_y`` and epoch flags, and at an epoch boundary the learning
+pass over every (axon, synapse entry) pair (:class:`Pairs`, built once per table load), which
+rewrites ``syn_wraw`` and the scaled weights; the command parser copies learned weights back
+into its SYN words before anything reads or rewrites them.  With learning off nothing of this
+exists or runs.
+
 The command parser (:class:`.chip.Chip`) stays numpy/Python on the host; it
 calls :meth:`load_tables`, :meth:`load_translation`, :meth:`inject` and
 :meth:`step`.  The counting of a step (:meth:`Engine.spike_counts`,
@@ -46,20 +54,23 @@ import numpy as np
 from neurovm.config import HV_VM, ChipConfig
 from neurovm.formats import (
     FANOUT_SOURCE,
+    LEARN_REGIONS,
+    SYN_LEARNING,
     NUM_COUNTERS,
     OUTPUT_FORMATS,
     REGIONS,
     Counter,
     FaultOrigin,
+    LearnRegion,
     OutType,
     Region,
 )
 
-from .lif import lif_step, scaled_weight, wrap_state
+from .lif import lif_step, scaled_weight, stdp_dw, trace_step, wrap_state
 from .mesh import xy_route
 from .xp import bincount, ranges, repeat, to_host
 
-__all__ = ["Engine", "Tables", "VCORE_SPACE"]
+__all__ = ["Engine", "Tables", "LearnTables", "VCORE_SPACE"]
 
 VCORE_SPACE = 256  # the 8-bit vcore field of fan-out entries
 _SPIKE = OUTPUT_FORMATS[OutType.SPIKE]
@@ -102,6 +113,39 @@ class Tables:
 
 
 @dataclass
+class LearnTables:
+    """The learning engine's configuration (§24) decoded per core, ``xp`` arrays ``(B, C)``,
+    and the per-synapse ``plastic`` mask ``(B, C, S)`` (the SYN ``fixed`` bit inverted)."""
+
+    enable: object      # bool: LEARN_RULE.enable
+    epoch_mask: object  # 2^epoch_log2 - 1: a learning pass when T[d] & epoch_mask == 0
+    a_plus: object
+    a_minus: object
+    s_plus: object
+    s_minus: object
+    x_decay: object     # LEARN_CFG word 0
+    x_imp: object
+    y_decay: object     # LEARN_CFG word 1
+    y_imp: object
+    wexp: object        # CORE_CFG.weight_exp, to rescale a learned weight
+    plastic: object     # (B, C, S) bool
+
+
+@dataclass
+class Pairs:
+    """Every (axon, synapse entry) pair of the axon tables, in the order of the learning pass:
+    axon ascending, then the axon's list in order (§24.4).  Flat indices over all copies;
+    ``rank`` counts earlier pairs of the same synapse entry (0 unless axon ranges overlap)."""
+
+    axon: object
+    syn: object
+    tgt: object
+    core: object
+    rank: object
+    n_ranks: int
+
+
+@dataclass
 class Routes:
     """Fan-out resolved through the translation, rebuilt after any table or translation change.
 
@@ -127,6 +171,7 @@ class Routes:
     syn_len: object = None
     syn_tgt: object = None
     syn_w: object = None
+    syn_idx: object = None   # learning chips: the flat synapse entry of each syn_w, to refresh it
 
 
 class Engine:
@@ -166,6 +211,9 @@ class Engine:
         self._xy = xp.asarray(np.array([c.core_xy(p) for p in range(C)], dtype=np.int64))
         self._injected: list[int] = []
         self._routes: Routes | None = None
+        self.learning = bool(c.learning)
+        if self.learning:
+            self._init_learning()
 
     # ------------------------------------------------------------------
     # tables
@@ -181,6 +229,23 @@ class Engine:
             size = shape.get(f.name, c.synapses_per_core if f.name == "syn_w" else N)
             arrays[f.name] = xp.zeros((B, C) if f.name == "n_active" else (B, C, size), dtype=dtype)
         return Tables(**arrays)
+
+    def _init_learning(self) -> None:
+        """Trace state (§24.2), the raw weights learning rewrites, and the learning tables."""
+        xp, c = self.xp, self.config
+        B, C, N, A, S = self.batch, c.num_cores, c.neurons_per_core, c.axons_per_core, c.synapses_per_core
+        for name in ("pre_x", "pre_x0", "pre_pend"):
+            setattr(self, name, xp.zeros((B, C, A), dtype=xp.int64))
+        for name in ("post_y", "post_y0"):
+            setattr(self, name, xp.zeros((B, C, N), dtype=xp.int64))
+        self.syn_wraw = xp.zeros((B, C, S), dtype=xp.int64)
+        arrays = {f.name: xp.zeros((B, C), dtype=xp.int64) for f in fields(LearnTables)}
+        arrays["enable"] = xp.zeros((B, C), dtype=bool)
+        arrays["plastic"] = xp.zeros((B, C, S), dtype=bool)
+        self.learn = LearnTables(**arrays)
+        self._pairs: Pairs | None = None
+        #: per copy: a learning pass changed weights the host copy of SYN does not have yet
+        self.weights_changed = np.zeros(B, dtype=bool)
 
     def load_tables(self, copies: np.ndarray, mem: dict) -> None:
         """Decode the core memories of ``copies`` (host indices) into the step's tables.
@@ -221,6 +286,47 @@ class Engine:
         for name, values in host.items():
             getattr(t, name)[index] = xp.asarray(values)
         self._routes = None
+        if self.learning:
+            self._load_learning(copies, mem, wexp[:, :, 0])
+
+    def _load_learning(self, copies: np.ndarray, mem: dict, wexp: np.ndarray) -> None:
+        """Decode LEARN_RULE, LEARN_CFG and the SYN ``fixed`` bits of ``copies`` (§24.1)."""
+        xp, L = self.xp, self.learn
+        rule_fmt, cfg_fmt = LEARN_REGIONS[LearnRegion.LEARN_RULE].fmt, LEARN_REGIONS[LearnRegion.LEARN_CFG].fmt
+        rule = mem[LearnRegion.LEARN_RULE][copies][:, :, 0]
+        trace_cfg = mem[LearnRegion.LEARN_CFG][copies]
+        syn = mem[Region.SYN][copies]
+        host = {name: rule_fmt[name].get(rule) for name in ("a_plus", "a_minus", "s_plus", "s_minus")}
+        host["enable"] = rule_fmt["enable"].get(rule).astype(bool)
+        host["epoch_mask"] = (1 << rule_fmt["epoch_log2"].get(rule)) - 1
+        for name, word in (("x", 0), ("y", 1)):
+            host[f"{name}_decay"] = cfg_fmt["decay"].get(trace_cfg[:, :, word])
+            host[f"{name}_imp"] = cfg_fmt["impulse"].get(trace_cfg[:, :, word])
+        host["wexp"] = wexp
+        host["plastic"] = SYN_LEARNING.fmt["fixed"].get(syn) == 0
+        index = xp.asarray(copies)
+        for name, values in host.items():
+            getattr(L, name)[index] = xp.asarray(values)
+        self.syn_wraw[index] = xp.asarray(SYN_LEARNING.fmt["weight"].get(syn))
+        self.weights_changed[copies] = False
+        self._pairs = None
+
+    def pairs(self) -> Pairs:
+        """The (axon, synapse entry) pairs of the learning pass, rebuilt after a table change."""
+        if self._pairs is None:
+            xp, t = self.xp, self.tables
+            lens = t.ax_len.reshape(-1)
+            syn = ranges(xp, t.ax_start.reshape(-1), lens)
+            axon = repeat(xp, xp.arange(lens.size, dtype=xp.int64), lens)
+            order = xp.argsort(syn, kind="stable")          # pass order kept within each entry
+            sorted_syn = syn[order]
+            first = xp.searchsorted(sorted_syn, sorted_syn, side="left")
+            rank = xp.zeros(syn.size, dtype=xp.int64)
+            rank[order] = xp.arange(syn.size, dtype=xp.int64) - first
+            n_ranks = int(rank.max()) + 1 if rank.size else 0
+            self._pairs = Pairs(axon=axon, syn=syn, tgt=t.syn_tgt.reshape(-1)[syn],
+                                core=axon // self.config.axons_per_core, rank=rank, n_ranks=n_ranks)
+        return self._pairs
 
     def load_translation(self, copies: np.ndarray, lut: np.ndarray, dom_vm: np.ndarray, dom_vc: np.ndarray):
         """Install the fan-out translation (``lut``: destination pcore or ``-cause``) of ``copies``."""
@@ -274,6 +380,8 @@ class Engine:
         routes.syn_start = xp.cumsum(routes.syn_len) - routes.syn_len
         routes.syn_tgt = t.syn_tgt.reshape(-1)[syn]
         routes.syn_w = t.syn_w.reshape(-1)[syn]
+        if self.learning:
+            routes.syn_idx = syn
         return routes
 
     def _route_matrix(self) -> np.ndarray:
@@ -292,7 +400,8 @@ class Engine:
         """Zero the state and counters of copy ``b`` (one core of it if ``core`` is given)."""
         self.flush()
         sel = (b,) if core is None else (b, core)
-        for arr in (self.u, self.v, self.ref, self.acc, self.counters):
+        learning = (self.pre_x, self.pre_x0, self.pre_pend, self.post_y, self.post_y0) if self.learning else ()
+        for arr in (self.u, self.v, self.ref, self.acc, self.counters, *learning):
             arr[sel] = 0
 
     # ------------------------------------------------------------------
@@ -323,6 +432,14 @@ class Engine:
         lens = t.ax_len.reshape(-1)[flat_axon]
         syn = ranges(xp, t.ax_start.reshape(-1)[flat_axon], lens)
         self._accumulate(t.syn_tgt.reshape(-1)[syn], t.syn_w.reshape(-1)[syn])
+        self._mark_pending(flat_axon)
+
+    def _mark_pending(self, flat_axon) -> None:
+        """Learning chips: the axons (flat (copy, core, axon)) got an event for the next step (PRE_TRACE.pend)."""
+        if self.learning and flat_axon.size:
+            pend = self.pre_pend.reshape(-1)
+            pend[flat_axon] = 1
+            self.pre_pend = pend.reshape(self.pre_pend.shape)
 
     def axon_event_counts(self, flat_axon, key, n_keys: int):
         """Counter increments ``(n_keys, C, NUM_COUNTERS)`` of axon events (flat (copy, core, axon)
@@ -378,6 +495,7 @@ class Engine:
         if running is not None:
             stepping = stepping & xp.asarray(running)[:, None]
         update = t.active & stepping[:, :, None]
+        pre = self._take_pending(stepping)
         spiked = self._update_neurons(update)
         n_active = t.n_active * stepping
         self.counters += self.update_counts(n_active)
@@ -395,9 +513,87 @@ class Engine:
         if routes.syn_tgt is not None:
             syn = ranges(xp, routes.syn_start[src], routes.syn_len[src])
             self._accumulate(routes.syn_tgt[syn], routes.syn_w[syn])
+            self._mark_pending(routes.e_axon[entry[routes.e_ok[entry]]])
         else:
             self.deliver(routes.e_axon[entry[routes.e_ok[entry]]], count_syn_ops=False)  # counted above
+        if self.learning:   # after delivery: this step's events used the weights from before the pass (§24.4)
+            self._learn(pre, spiked, stepping, spike_t)
         return self._append_step_end(words, copy, running, timestep)
+
+    # ------------------------------------------------------------------
+    # on-chip learning (§24)
+    # ------------------------------------------------------------------
+    def _take_pending(self, stepping):
+        """The pre events this step integrates (PRE_TRACE.pend of the stepping cores, 0/1), cleared:
+        the events delivered during the step set them again for the next step (the ACC's double buffer)."""
+        if not self.learning:
+            return None
+        xp = self.xp
+        mask = stepping[:, :, None]
+        pre = self.pre_pend * mask
+        self.pre_pend = xp.where(mask, 0, self.pre_pend)
+        return pre
+
+    def _learn(self, pre, spiked, stepping, spike_t) -> None:
+        """Traces, epoch flags and, at an epoch boundary, the learning pass of the stepping cores whose
+        LEARN_RULE.enable is set, in the order of §24.4: x and the flags, the pass, then y."""
+        xp, L = self.xp, self.learn
+        on = stepping & L.enable
+        if not bool(on.any()):
+            return
+        on3 = on[:, :, None]
+        post = spiked.astype(xp.int64)
+        self.pre_x = xp.where(on3, trace_step(self.pre_x, L.x_decay[:, :, None], L.x_imp[:, :, None], pre),
+                              self.pre_x)
+        self.pre_x0 = xp.where(on3, self.pre_x0 | pre, self.pre_x0)
+        self.post_y0 = xp.where(on3, self.post_y0 | post, self.post_y0)
+        t = xp.asarray(np.ascontiguousarray(spike_t), dtype=xp.int64)
+        passing = on & ((t & L.epoch_mask) == 0)
+        if bool(passing.any()):
+            self._learning_pass(passing)
+            self.pre_x0 = xp.where(passing[:, :, None], 0, self.pre_x0)
+            self.post_y0 = xp.where(passing[:, :, None], 0, self.post_y0)
+        self.post_y = xp.where(on3, trace_step(self.post_y, L.y_decay[:, :, None], L.y_imp[:, :, None], post),
+                               self.post_y)
+
+    def _learning_pass(self, passing) -> None:
+        """Add ``dw`` (:func:`.lif.stdp_dw`) to every plastic synapse of the ``passing`` cores, pair by
+        pair in pass order, saturating at the weight range; refresh the scaled weights it changed."""
+        xp, c, L, p = self.xp, self.config, self.learn, self.pairs()
+        sel = passing.reshape(-1)[p.core] & L.plastic.reshape(-1)[p.syn]
+        axon, syn, tgt, core, rank = p.axon[sel], p.syn[sel], p.tgt[sel], p.core[sel], p.rank[sel]
+        dw = stdp_dw(self.pre_x.reshape(-1)[axon], self.pre_x0.reshape(-1)[axon],
+                     self.post_y.reshape(-1)[tgt], self.post_y0.reshape(-1)[tgt],
+                     L.a_plus.reshape(-1)[core], L.s_plus.reshape(-1)[core],
+                     L.a_minus.reshape(-1)[core], L.s_minus.reshape(-1)[core])
+        moved = dw != 0
+        if not bool(moved.any()):
+            return
+        syn, rank, dw = syn[moved], rank[moved], dw[moved]
+        weights = self.syn_wraw.reshape(-1)
+        for r in range(p.n_ranks):        # entries reached by several axons: one update per axon, in order
+            at = rank == r
+            entries = syn[at]
+            weights[entries] = xp.clip(weights[entries] + dw[at], c.weight_min, c.weight_max)
+        self.syn_wraw = weights.reshape(self.syn_wraw.shape)
+        self._rescale(syn)
+
+    def _rescale(self, entries) -> None:
+        """Scaled weights (``syn_w`` and the routes' copies) of the learned synapse entries."""
+        xp, c, t = self.xp, self.config, self.tables
+        S = c.synapses_per_core
+        scaled = t.syn_w.reshape(-1)
+        scaled[entries] = scaled_weight(self.syn_wraw.reshape(-1)[entries],
+                                        self.learn.wexp.reshape(-1)[entries // S]).astype(xp.float64)
+        t.syn_w = scaled.reshape(t.syn_w.shape)
+        r = self._routes
+        if r is not None and r.syn_idx is not None:
+            r.syn_w = t.syn_w.reshape(-1)[r.syn_idx]
+        self.weights_changed[np.unique(to_host(entries) // (c.num_cores * S))] = True
+
+    def learned_weights(self, b: int) -> np.ndarray:
+        """The raw weights ``(C, S)`` of copy ``b`` as learning left them (host int64)."""
+        return to_host(self.syn_wraw[b]).astype(np.int64)
 
     def _failed_entries(self, src, lens, entry, routes: Routes):
         """Spiking neuron, fan-out entry and fault cause of every entry that failed translation (§7.3)."""
@@ -527,11 +723,15 @@ class Engine:
                   "synapse": [t.syn_tgt, t.syn_w], "axon": [t.ax_start, t.ax_len],
                   "fanout": [t.fo_axon, t.fo_vcore, t.fo_word],
                   "fixed": [self.counters, self.lut, self.dom_vm, self.dom_vc, self._route, self._xy, t.n_active]}
+        if self.learning:
+            groups["neuron"] += [self.post_y, self.post_y0]
+            groups["axon"] += [self.pre_x, self.pre_x0, self.pre_pend]
+            groups["synapse"] += [self.syn_wraw, self.learn.plastic]
         r = self._routes
         if r is not None:
             groups["neuron"] += [r.n_sent, r.n_hops_x, r.n_hops_y, r.n_faults]
             groups["fanout"] += [r.e_ok, r.e_dest_core, r.e_pair, r.e_synlen, r.e_axon]
             if r.syn_tgt is not None:
                 groups["neuron"] += [r.syn_start, r.syn_len]
-                groups["synapse"] += [r.syn_tgt, r.syn_w]
+                groups["synapse"] += [r.syn_tgt, r.syn_w] + ([r.syn_idx] if r.syn_idx is not None else [])
         return {name: int(sum(a.nbytes for a in arrays)) for name, arrays in groups.items()}

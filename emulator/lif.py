@@ -19,6 +19,7 @@ from neurovm.config import (
     DU_OFFSET,
     DV_OFFSET,
     STATE_BITS,
+    TRACE_MAX,
     U_MIN,
     V_MAX,
     V_MIN,
@@ -83,3 +84,29 @@ def lif_step(u, v, ref, acc, du, dv, bias_mant, bias_exp, vth_mant, refract):
     v = xp.where(refractory | spiked, 0, v_int)
     ref = xp.where(refractory, ref - 1, xp.where(spiked, refract, 0))
     return u, v, ref, spiked
+
+
+# ---------------------------------------------------------------------------
+# on-chip learning (docs/architecture.md §24)
+# ---------------------------------------------------------------------------
+def trace_step(trace, decay_d, impulse, spiked):
+    """One step of a 7-bit trace: ``min(TRACE_MAX, floor(x * (4096 - d) / 4096) + impulse * spiked)``.
+
+    The decay truncates (a trace is never negative, so toward zero and toward -inf agree);
+    the increment saturates at ``TRACE_MAX``.  ``spiked`` is 0/1 (or bool).
+    """
+    xp = namespace_of(trace, decay_d)
+    decayed = (trace * (DECAY_UNITY - decay_d)) >> DECAY_BITS
+    return xp.minimum(decayed + impulse * spiked, TRACE_MAX)
+
+
+def stdp_dw(x, x0, y, y0, a_plus, s_plus, a_minus, s_minus):
+    """The weight change of one (axon, synapse) pair at a learning pass (§24.3).
+
+    ``dw = y0 * ((a_plus * x) >> s_plus) - x0 * ((a_minus * y) >> s_minus)``: each product is
+    shifted on its own with an arithmetic right shift (floor, toward -inf), then the two terms
+    are gated by the epoch flags and subtracted.  All arguments broadcast; int64 in and out.
+    """
+    ltp = (a_plus * x) >> s_plus
+    ltd = (a_minus * y) >> s_minus
+    return y0 * ltp - x0 * ltd

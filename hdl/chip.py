@@ -42,6 +42,9 @@ class NeuroChip(wiring.Component):
     """
 
     def __init__(self, config: ChipConfig):
+        if config.learning:
+            raise NotImplementedError("hdl: ChipConfig.learning=1 (on-chip learning, spec §24) is not implemented "
+                                      "in the HDL yet; the emulator has it (neurovm.open('emulator', config))")
         self.config = config
         super().__init__({
             "cmd": In(stream.Signature(32)),

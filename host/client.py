@@ -23,7 +23,7 @@ import numpy as np
 
 from neurovm.config import HV_VM
 from neurovm.formats import (ALL_DOMAINS, ARCH_COUNTERS, GUEST_COUNTERS, NUM_COUNTERS, REGIONS, WORD_MASK, Perm,
-                             Region)
+                             Region, region_specs)
 from neurovm.image import CoreImage
 
 from . import protocol as P
@@ -155,17 +155,18 @@ class ChipClient:
         self._check_fields(vm, vcore, region, addr, data)
         self._checked(f"write VM {vm} vcore {vcore} {region.name}[{addr}]", words)
 
-    @staticmethod
-    def _region(region) -> Region:
+    def _region(self, region):
+        """The region enum of id ``region`` on this chip (a learning chip also has §24's regions)."""
+        specs = region_specs(self.config)
         if isinstance(region, (bool, np.bool_)) or not isinstance(region, (int, np.integer)) \
-                or int(region) not in Region._value2member_map_:
-            raise RequestError(f"region {region!r} does not exist; regions: "
-                               f"{', '.join(f'{r.value} {r.name}' for r in Region)}")
-        return Region(int(region))
+                or int(region) not in specs:
+            raise RequestError(f"region {region!r} does not exist on this chip; regions: "
+                               f"{', '.join(f'{int(r)} {specs[r].region.name}' for r in sorted(specs))}")
+        return specs[int(region)].region
 
-    def _check_fields(self, vm: int, vcore: int, region: Region, addr: int, data) -> None:
-        """RequestError naming the first data word whose fields break §5's limits for ``region``."""
-        spec = REGIONS[region]
+    def _check_fields(self, vm: int, vcore: int, region, addr: int, data) -> None:
+        """RequestError naming the first data word whose fields break §5's (§24's) limits for ``region``."""
+        spec = region_specs(self.config)[int(region)]
         words = P.as_words(data, "data word", -(1 << 31), P.WORD_MAX) & P.WORD_MAX
         bad = np.flatnonzero(spec.invalid(self.config, words)) if words.size else ()
         if len(bad):

@@ -16,6 +16,8 @@ Conversion (:func:`convert_onnx`; :func:`convert_pytorch` exports to ONNX first)
    2^(weight_bits-1) - 1``; ``weight = round(W' * scale)``; the threshold is
    1.0, i.e. ``vth_mant = round(scale)`` with ``weight_exp = 0`` (a synaptic
    event adds ``weight * 64``, the neuron fires when ``v > vth_mant * 64``);
+   the output layer gets ``vth_mant = 2^17 - 1`` instead and does not spike: its
+   membrane integrates the logits (see :func:`quantise_layers`);
    the bias is ``b' * scale * 64`` per step, as ``bias_mant << bias_exp``
    with the smallest ``bias_exp`` that fits 13 signed bits.
 4. Neurons: ``du = 4095`` (``u`` is this step's input only), ``dv = 0`` (no
@@ -878,7 +880,12 @@ def _quantise(layers, calib: np.ndarray, cfg: ChipConfig, percentile: float, ste
 
 def quantise_layers(layers, lam: list, cfg: ChipConfig, steps: int, meta: dict) -> SnnModel:
     """Integer SNN layers from float layers ``(W, b)`` (``W`` dense or sparse) and normalisation ``lam``
-    (one value per population, the input's first): step 3 of the module docstring."""
+    (one value per population, the input's first): step 3 of the module docstring.
+
+    The output layer gets the largest threshold (``vth_mant = 2^17 - 1``): it does not spike, its
+    membrane integrates the (linear, possibly negative) logits exactly, and the score ``count +
+    v / (vth·64 + 1)`` is then ``v`` scaled below 1, the logits' sum over the steps (a positive ``v``
+    that saturates spikes once and still outscores every other neuron)."""
     weights, bm, be, vth = [], [], [], []
     for l, (w, b) in enumerate(layers):
         factor = lam[l] / lam[l + 1]
@@ -895,7 +902,8 @@ def quantise_layers(layers, lam: list, cfg: ChipConfig, steps: int, meta: dict) 
             weights.append(wq.astype(np.int64))
         else:
             weights.append(np.rint(wn * scale).astype(np.int64))   # |wn * scale| <= wmax: no overflow
-        vth.append(max(1, int(round(scale))))
+        # the output layer integrates without spiking (its ANN layer has no ReLU): v carries the logits
+        vth.append(_VTH_MANT_MAX if l == len(layers) - 1 else max(1, int(round(scale))))
         mant, exp = _bias_fields(bn * scale * 64, f"layer {l + 1}")
         bm.append(mant)
         be.append(exp)
@@ -988,13 +996,125 @@ def _read_onnx(model, config: ChipConfig):
     return proto, source
 
 
-def convert_pytorch(module, example_input, calibration, config: ChipConfig = DEFAULT_CONFIG, **kw) -> SnnModel:
-    """Export a PyTorch module to ONNX (``torch.onnx.export``) and convert it with :func:`convert_onnx`."""
+def convert_pytorch(module, example_input=None, calibration=None, config: ChipConfig | str = DEFAULT_CONFIG,
+                    **kw) -> SnnModel:
+    """Convert a PyTorch module, TorchScript file or ``torch.export`` file (through ONNX).
+
+    Parameters
+    ----------
+    module : torch.nn.Module, str or Path
+        A module (``torch.jit.ScriptModule`` included); a TorchScript file
+        (``torch.jit.save``, usually ``.pt``); or a ``torch.export`` file (``.pt2``,
+        ``torch.export.save``), which carries its own example input.  A bare
+        ``state_dict`` (``.pth``) has no architecture and is refused saying what is needed.
+    example_input : torch.Tensor or tuple, optional
+        One input batch for tracing (e.g. ``torch.zeros(1, 1, 8, 8)``); default: the
+        ``.pt2`` file's own, else the first calibration sample.
+    calibration : array_like, optional
+        As for :func:`convert_onnx`; without it the normalisation is data-free (warned).
+
+    The other arguments are :func:`convert_onnx`'s.
+    """
+    import warnings
+
     try:
         import torch
     except ImportError:
         raise ModelError("convert_pytorch needs PyTorch (pip install torch); or export to ONNX yourself "
                          "and call convert_onnx") from None
+    module, example_input, source = _torch_module(module, example_input, calibration)
     buf = io.BytesIO()
-    torch.onnx.export(module, example_input, buf, input_names=["x"], output_names=["y"], dynamo=False)
-    return convert_onnx(buf.getvalue(), calibration, config, **kw)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # the tracer's and the exporter's notices
+            torch.onnx.export(module, example_input, buf, input_names=["x"], output_names=["y"], dynamo=False)
+    except Exception as e:   # noqa: BLE001 - tracing/export failures of the user's module: one clear message
+        raise ModelError(f"{source}: cannot export to ONNX ({type(e).__name__}: {_first_line(e)})") from None
+    model = convert_onnx(buf.getvalue(), calibration, config, **kw)
+    model.meta["source"] = f"pytorch:{source}"
+    return model
+
+
+_STATE_DICT_HELP = ("convert_pytorch needs the architecture too: pass the module itself "
+                    "(model = MyNet(); model.load_state_dict(torch.load(path)); convert_pytorch(model, "
+                    "example_input)), or save a TorchScript file (torch.jit.save(torch.jit.trace(model, x), "
+                    "'model.pt')) or a torch.export file (torch.export.save(torch.export.export(model, (x,)), "
+                    "'model.pt2'))")
+
+
+def _torch_module(module, example_input, calibration):
+    """``(module, example input, source name)`` from a module or a file (see :func:`convert_pytorch`)."""
+    import torch
+
+    source = type(module).__name__
+    if isinstance(module, (str, Path)):
+        path = Path(module)
+        if not path.exists():
+            raise ModelError(f"{path}: no such file")
+        if path.is_dir():
+            raise ModelError(f"{path}: is a folder, not a PyTorch file")
+        source = path.name
+        if path.suffix == ".pt2":
+            module, example_input = _load_exported(path, example_input)
+        else:
+            module = _load_torchscript(path)
+    elif not isinstance(module, torch.nn.Module):
+        raise ModelError(f"convert_pytorch takes a torch.nn.Module or the path of a TorchScript (.pt) or "
+                         f"torch.export (.pt2) file, not {type(module).__name__}")
+    if example_input is None:
+        example_input = _example_from_calibration(calibration, source)
+    return module, example_input, source   # torch.onnx.export traces in eval mode and restores the mode
+
+
+def _load_exported(path: Path, example_input):
+    import torch
+
+    try:
+        program = torch.export.load(str(path))
+    except Exception as e:   # noqa: BLE001 - a damaged or foreign file: one clear message
+        raise ModelError(f"{path}: not a readable torch.export file ({type(e).__name__}: {_first_line(e)})") \
+            from None
+    if example_input is None:
+        example = getattr(program, "example_inputs", None)
+        if example is None or not example[0]:
+            raise ModelError(f"{path}: the torch.export file has no example inputs; pass example_input")
+        example_input = tuple(torch.zeros_like(t) for t in example[0])
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
+    try:
+        return torch.jit.trace(program.module(), args), example_input
+    except Exception as e:   # noqa: BLE001
+        raise ModelError(f"{path}: cannot trace the exported program ({type(e).__name__}: {_first_line(e)})") \
+            from None
+
+
+def _load_torchscript(path: Path):
+    import torch
+
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception:   # noqa: BLE001 - not TorchScript: say what it is, if it can be told safely
+        pass
+    try:
+        content = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:   # noqa: BLE001 - a pickled module (weights_only refuses code) or not PyTorch at all
+        raise ModelError(f"{path}: not a TorchScript or torch.export file (a pickled module from "
+                         f"torch.save(model) is not loaded: unpickling runs arbitrary code); "
+                         f"{_STATE_DICT_HELP}") from None
+    if isinstance(content, dict):
+        names = [k for k in content if isinstance(k, str)][:3]
+        raise ModelError(f"{path}: a state_dict (weights only: {len(content)} entries such as "
+                         f"{', '.join(map(repr, names))}) has no architecture; {_STATE_DICT_HELP}")
+    raise ModelError(f"{path}: holds a {type(content).__name__}, not a model; {_STATE_DICT_HELP}")
+
+
+def _example_from_calibration(calibration, source: str):
+    """The first calibration sample as a float32 batch of one, the default ``example_input``."""
+    import torch
+
+    if calibration is None:
+        raise ModelError(f"{source}: example_input is needed to trace the model (one input batch, e.g. "
+                         f"torch.zeros(1, 1, 28, 28)), or calibration data whose first sample serves as one")
+    calib = real_array(calibration, "calibration data")
+    if calib.ndim < 2 or not calib.shape[0]:
+        raise ModelError(f"calibration data of shape {calib.shape} cannot give an example input; pass example_input")
+    return torch.as_tensor(calib[:1], dtype=torch.float32)

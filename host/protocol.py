@@ -24,6 +24,7 @@ from neurovm.formats import (
     ErrorCode,
     FaultCause,
     FaultOrigin,
+    LearnRegion,
     Opcode,
     OutType,
     Perm,
@@ -227,10 +228,12 @@ def check_steps(steps) -> int:
 
 
 def _region_name(region) -> str:
-    try:
-        return Region(region).name
-    except ValueError:
-        return f"region {region!r}"
+    for names in (Region, LearnRegion):   # LearnRegion: the learning chip's regions (§24)
+        try:
+            return names(region).name
+        except ValueError:
+            pass
+    return f"region {region!r}"
 
 
 def command_starts(words) -> np.ndarray:

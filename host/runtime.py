@@ -34,13 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from neurovm.config import HV_VM
-from neurovm.formats import ALL_DOMAINS, GUEST_COUNTERS, REGIONS, Counter, Region, domain_bit
-from neurovm.image import ImageError
+from neurovm.formats import (ALL_DOMAINS, GUEST_COUNTERS, LEARN_REGIONS, REGIONS, Counter, LearnRegion, Region,
+                             domain_bit, region_specs)
+from neurovm.image import ImageError, LearningRule
 
 from . import protocol as P
 from .client import ChipClient, ChipError, RequestError
 
-__all__ = ["Chip", "VM", "VMError", "SpikeTrains"]
+__all__ = ["Chip", "VM", "VMError", "SpikeTrains", "VMContext", "LearningUnavailable"]
 
 #: Regions that hold a core's whole state: copied on relocation, in this order.
 _CORE_REGIONS = tuple(Region)
@@ -49,6 +50,10 @@ _STATE_REGIONS = (Region.STATE_U, Region.STATE_V, Region.STATE_REF, Region.ACC)
 
 class VMError(RuntimeError):
     """A tenant request the hypervisor refuses; the chip is left as it was."""
+
+
+class LearningUnavailable(VMError, NotImplementedError):
+    """On-chip learning (§24) asked of a backend or chip that does not implement it."""
 
 
 def _atomic(method):
@@ -299,6 +304,27 @@ class Chip(ChipClient):
             raise VMError(f"{vm!r} is not a live VM of this chip")
         vm._relocate(vcore, pcore)
 
+    def save_context(self, vm: "VM") -> "VMContext":
+        """Read ``vm``'s complete context -- every region of each of its cores, ACC included, its counter
+        totals, steps and loaded network -- into host memory.  Nothing on the chip changes.
+
+        With :meth:`restore_context` (onto the same or another VM, possibly other physical cores or
+        another chip) the VM continues bit for bit as if it had never left (§23)."""
+        with self.lock:
+            if not isinstance(vm, VM) or self._vms.get(vm.id) is not vm:
+                raise VMError(f"{vm!r} is not a live VM of this chip")
+            return _save_context(self, vm)
+
+    def restore_context(self, vm: "VM", ctx: "VMContext") -> None:
+        """Make ``vm`` (a live VM of this chip with as many cores as the context) hold ``ctx``: its cores
+        are scrubbed and every region written through the hypervisor's physical addressing; its
+        counters, steps and network are the context's.  A context that does not fit is refused
+        (VMError) before anything is written."""
+        with self.lock:
+            if not isinstance(vm, VM) or self._vms.get(vm.id) is not vm:
+                raise VMError(f"{vm!r} is not a live VM of this chip")
+            _restore_context(self, vm, ctx)
+
 
 class VM:
     """A tenant's capability: a VM id, its physical cores (index = vcore), and what it has loaded.
@@ -465,7 +491,7 @@ class VM:
                 plan.setdefault(s, []).extend((self.id, int(c), int(a)) for c, a in zip(vcore[sel], axon[sel]))
         return plan
 
-    def run(self, steps: int, inputs: dict | None = None) -> SpikeTrains:
+    def run(self, steps: int, inputs: dict | None = None, learn: bool | None = None) -> SpikeTrains:
         """Run the chip ``steps`` timesteps feeding this VM's inputs; return its spikes.
 
         ``inputs`` maps a population name (or a neuron id) to a boolean raster
@@ -474,12 +500,106 @@ class VM:
         spiked at step ``s-1``: it is integrated at step ``s``.
         Only this VM steps (a gated RUN, §6.1): every other VM is frozen meanwhile, so
         neither changes the other's results.
+
+        ``learn`` (§24): True learns during this run with the VM's rule (:meth:`set_learning`;
+        the default :class:`~neurovm.image.LearningRule` if none was set), False runs with learning
+        off, None (default) leaves each core's LEARN_RULE.enable as it is.  The enable bit is
+        restored after the run.  :class:`LearningUnavailable` if the chip has no learning engine.
         """
         steps = P.check_steps(steps)
         self._check_alive()
         if self.mapped is None:
             raise VMError(f"VM {self.name!r}: no network loaded")
-        return self._hv.run(steps, {self: inputs or {}})[self]
+        if learn is None:
+            return self._hv.run(steps, {self: inputs or {}})[self]
+        if not isinstance(learn, (bool, np.bool_)):
+            raise VMError(f"VM {self.name!r}: run: learn must be True, False or None, not {learn!r}")
+        with self._hv.lock:
+            before = [self._read_region(vc, LearnRegion.LEARN_RULE, 0, 1) for vc in range(len(self.pcores))]
+            if learn and not any(int(w[0]) for w in before):     # never set: the default rule
+                self.set_learning(LearningRule(enable=0))
+                before = [self._read_region(vc, LearnRegion.LEARN_RULE, 0, 1) for vc in range(len(self.pcores))]
+            enable = LEARN_RULE_ENABLE
+            for vc, w in enumerate(before):
+                self._write_region(vc, LearnRegion.LEARN_RULE, 0, [(int(w[0]) & ~enable.mask) | enable.put(int(learn))])
+            try:
+                return self._hv.run(steps, {self: inputs or {}})[self]
+            finally:
+                for vc, w in enumerate(before):
+                    self._write_region(vc, LearnRegion.LEARN_RULE, 0, [int(w[0])])
+
+    # ---- on-chip learning (§24) ------------------------------------------------------------
+    def _check_learning(self) -> None:
+        """:class:`LearningUnavailable` unless this chip's backend runs the learning engine."""
+        hv = self._hv
+        if not hv.config.learning:
+            raise LearningUnavailable(f"VM {self.name!r}: the {hv.backend.name} chip has no learning engine "
+                                      "(ChipConfig.learning=0; build the chip with learning=1)")
+        if not hv.backend.name.startswith("emulator"):
+            raise LearningUnavailable(f"VM {self.name!r}: on-chip learning is not implemented by the "
+                                      f"{hv.backend.name} backend yet (only the emulator learns, §24)")
+
+    def _read_region(self, vcore: int, region, addr: int, count: int) -> np.ndarray:
+        """``count`` words of a region of one of this VM's vcores, read under the VM's own id
+        (the learning regions too, which the generic client does not know)."""
+        self._check_learning()
+        return _read_words(self._hv, self.id, vcore, region, addr, count)
+
+    def _write_region(self, vcore: int, region, addr: int, words) -> None:
+        self._check_learning()
+        _write_words(self._hv, self.id, vcore, region, addr, words)
+
+    @_atomic
+    def set_learning(self, rule: LearningRule, vcores=None) -> None:
+        """Write the learning settings ``rule`` (LEARN_RULE and LEARN_CFG) to the VM's cores (all, or
+        the given vcores), under the VM's own id.  ``rule.enable`` = 1 learns in every later run;
+        :meth:`run` with ``learn=`` overrides it for one run."""
+        self._check_alive()
+        self._check_learning()
+        if not isinstance(rule, LearningRule):
+            raise VMError(f"VM {self.name!r}: set_learning needs a LearningRule, not {type(rule).__name__}")
+        try:
+            rule_word, cfg_words = rule.rule_word(), rule.cfg_words()
+        except ImageError as e:
+            raise VMError(f"VM {self.name!r}: {e}") from None
+        targets = range(len(self.pcores)) if vcores is None else list(vcores)
+        bad = [vc for vc in targets if not isinstance(vc, (int, np.integer)) or not 0 <= vc < len(self.pcores)]
+        if bad:
+            raise VMError(f"VM {self.name!r}: set_learning: vcores {bad} do not exist (0..{len(self.pcores) - 1})")
+        for vc in targets:
+            self._write_region(vc, LearnRegion.LEARN_CFG, 0, cfg_words)
+            self._write_region(vc, LearnRegion.LEARN_RULE, 0, [rule_word])
+
+    @_atomic
+    def weights(self) -> dict[int, np.ndarray]:
+        """``{vcore: weights}``: the current (learned) weight of every synapse entry of each loaded
+        core image, in the image's entry order (what :meth:`load` wrote, changed by learning)."""
+        self._check_alive()
+        if self.mapped is None:
+            raise VMError(f"VM {self.name!r}: no network loaded")
+        fmt = region_specs(self._hv.config)[Region.SYN].fmt
+        out = {}
+        for vc, img in self.mapped.images.items():
+            n = len(img.weight)
+            words = self._hv.read(self.id, vc, Region.SYN, 0, n) if n else np.zeros(0, dtype=np.uint32)
+            out[vc] = fmt["weight"].get(words.astype(np.int64))
+        return out
+
+    @_atomic
+    def traces(self) -> dict[int, dict[str, np.ndarray]]:
+        """``{vcore: {"x", "x0", "pend", "y", "y0"}}``: each core's pre traces (per axon) and post
+        traces (per neuron), read under the VM's own id (§24.1)."""
+        self._check_alive()
+        cfg, out = self._hv.config, {}
+        specs = region_specs(cfg)
+        for vc in range(len(self.pcores)):
+            row = {}
+            for region in (LearnRegion.PRE_TRACE, LearnRegion.POST_TRACE):
+                spec = specs[region]
+                words = self._read_region(vc, region, 0, spec.size(cfg)).astype(np.int64)
+                row.update({name: f.get(words) for name, f in spec.fmt.fields.items()})
+            out[vc] = row
+        return out
 
     @_atomic
     def reset_state(self) -> None:
@@ -489,6 +609,10 @@ class VM:
         for vc in range(len(self.pcores)):
             for region in _STATE_REGIONS:
                 self._hv.write(self.id, vc, region, 0, np.zeros(n, dtype=np.int64))
+            if self._hv.config.learning:    # and the traces (§24): learned weights stay
+                for region in (LearnRegion.PRE_TRACE, LearnRegion.POST_TRACE):
+                    size = region_specs(self._hv.config)[region].size(self._hv.config)
+                    _write_words(self._hv, self.id, vc, region, 0, np.zeros(size, dtype=np.int64))
 
     @_atomic
     def state(self) -> dict[str, np.ndarray]:
@@ -563,11 +687,10 @@ class VM:
         old = self.pcores[vcore]
         cfg = self._hv.config
         self._hv.reset(pcore)
-        for region in _CORE_REGIONS:
-            size = REGIONS[region].size(cfg)
-            words = self._hv.read(HV_VM, old, region, 0, size)
+        for region, spec in region_specs(cfg).items():     # the learning regions too (§24)
+            words = _read_words(self._hv, HV_VM, old, region, 0, spec.size(cfg))
             if words.any():
-                self._hv.write(HV_VM, pcore, region, 0, words.astype(np.int64))
+                _write_words(self._hv, HV_VM, pcore, region, 0, words.astype(np.int64))
         self._counter_base += self._hv.counters(self.id, vcore)
         self._hv.map(self.id, vcore, pcore)     # releases the old core's owner register
         self._hv.reset(old)
@@ -584,6 +707,36 @@ class VM:
             self._hv.unmap(self.id, vc)
             self._hv.reset(pc)
         self._release()
+
+
+#: LEARN_RULE's enable bit (§24.1), flipped by ``VM.run(learn=...)``.
+LEARN_RULE_ENABLE = LEARN_REGIONS[LearnRegion.LEARN_RULE].fmt["enable"]
+
+
+def _read_words(chip: ChipClient, vm: int, vcore: int, region, addr: int, count: int) -> np.ndarray:
+    """READ of any region this chip has (``region_specs``: the §24 learning regions included) as uint32."""
+    if int(region) in Region._value2member_map_:
+        return chip.read(vm, vcore, Region(int(region)), addr, count)
+    msgs = chip._checked(f"read VM {vm} vcore {vcore} {LearnRegion(int(region)).name}[{addr}:{addr + count}]",
+                         P.encode_read(vm, vcore, region, addr, count))
+    data = [m.data for m in msgs if isinstance(m, P.ReadData)]
+    return np.concatenate(data) if data else np.zeros(0, dtype=np.uint32)
+
+
+def _write_words(chip: ChipClient, vm: int, vcore: int, region, addr: int, words) -> None:
+    """WRITE to any region this chip has, every word checked against its region first (RequestError
+    naming the region, address and rule; nothing sent)."""
+    spec = region_specs(chip.config).get(int(region))
+    if spec is None:
+        raise RequestError(f"region {region!r} does not exist on this chip")
+    name = spec.region.name
+    data = P.as_words(words, "data word", -(1 << 31), P.WORD_MAX) & P.WORD_MAX
+    bad = np.flatnonzero(spec.invalid(chip.config, data)) if data.size else ()
+    if len(bad):
+        i = int(bad[0])
+        raise RequestError(f"write VM {vm} vcore {vcore} {name}[{addr + i}]: word 0x{int(data[i]):08x}: "
+                           f"{spec.validate(chip.config, int(data[i]))}; nothing was sent")
+    chip._checked(f"write VM {vm} vcore {vcore} {name}[{addr}]", P.encode_write(vm, vcore, region, addr, data))
 
 
 def _is_digraph(x) -> bool:
@@ -648,3 +801,81 @@ def _replace(mapped, pcores: list[int]):
         np.add.at(traffic, (q, np.asarray(img.fo_vcore, dtype=np.int64)), 1.0)
     np.fill_diagonal(traffic, 0)
     return replace(mapped, pcore_of_vcore=place(traffic, mapped.config, pcores))
+
+
+# ---- saved VM contexts: swapping, persistence and migration (the service's, §23) --------------------
+@dataclass
+class VMContext:
+    """Everything a VM is, held in host memory: its cores' words and what the books say about them.
+
+    ``regions[r]`` is a ``(vcores, size of r)`` uint32 array: region ``r`` (every region the chip
+    has, ``formats.region_specs``: the learning regions of §24 too) of each of the VM's vcores, in
+    vcore order, read word for word through the hypervisor's physical addressing (§7.0) --
+    configuration, state and the pending input in ``ACC`` alike.  ``counters`` are the VM's guest
+    counter totals so far (cores given back included), ``steps_run`` its own
+    steps, ``mapped`` its loaded network (None when nothing is loaded).
+    """
+
+    name: str
+    cores: int
+    regions: dict
+    counters: np.ndarray
+    steps_run: int
+    mapped: object = None
+
+    @property
+    def words(self) -> int:
+        """Memory words the context holds (what a save or a restore moves)."""
+        return int(sum(a.size for a in self.regions.values()))
+
+
+def _save_context(chip: Chip, vm: VM) -> VMContext:
+    """The whole context of ``vm`` (see :meth:`Chip.save_context`); the chip is not changed."""
+    cfg = chip.config
+    regions = {}
+    for spec in region_specs(cfg).values():      # the §24 learning regions too, on a learning chip
+        words = [_read_words(chip, HV_VM, pc, spec.region, 0, spec.size(cfg)) for pc in vm.pcores]
+        regions[spec.region] = np.stack(words).astype(np.uint32)
+    counters = vm._counter_base + vm._core_counters().sum(axis=0)
+    mapped = None if vm.mapped is None else replace(
+        vm.mapped, pcore_of_vcore=np.asarray(vm.mapped.pcore_of_vcore, dtype=np.int64).copy())
+    return VMContext(vm.name, len(vm.pcores), regions, counters.astype(np.int64), int(vm.steps_run), mapped)
+
+
+def _check_context(chip: Chip, vm: VM, ctx: VMContext) -> None:
+    """VMError unless ``ctx`` fits ``vm``: same number of cores, every region of the right shape."""
+    cfg = chip.config
+    if not isinstance(ctx, VMContext):
+        raise VMError(f"VM {vm.name!r}: restore_context needs a VMContext, not {type(ctx).__name__}")
+    if ctx.cores != len(vm.pcores):
+        raise VMError(f"VM {vm.name!r}: the context holds {ctx.cores} cores, the VM has {len(vm.pcores)}")
+    specs = region_specs(cfg)
+    extra = sorted(int(r) for r in ctx.regions if int(r) not in specs)
+    if extra:
+        raise VMError(f"VM {vm.name!r}: the context holds region {extra[0]}, which this chip does not have")
+    for spec in specs.values():
+        shape = (ctx.cores, spec.size(cfg))
+        got = np.shape(ctx.regions.get(spec.region, ()))
+        if got != shape:
+            raise VMError(f"VM {vm.name!r}: context region {spec.region.name} has shape {got}, not {shape}")
+    if ctx.mapped is not None and ctx.mapped.config != cfg:
+        raise VMError(f"VM {vm.name!r}: the context's network was mapped for another chip configuration")
+
+
+def _restore_context(chip: Chip, vm: VM, ctx: VMContext) -> None:
+    """Write ``ctx`` onto ``vm``'s cores (see :meth:`Chip.restore_context`)."""
+    _check_context(chip, vm, ctx)
+    for pc in vm.pcores:
+        chip.reset(pc)
+    for spec in region_specs(chip.config).values():
+        for vc, pc in enumerate(vm.pcores):
+            words = np.asarray(ctx.regions[spec.region][vc])
+            if words.any():
+                _write_words(chip, HV_VM, pc, spec.region, 0, words.astype(np.int64))
+    vm._counter_base = np.asarray(ctx.counters, dtype=np.int64).copy()   # the fresh cores count from 0
+    vm.steps_run = int(ctx.steps_run)
+    vm.mapped = None
+    if ctx.mapped is not None:
+        k = len(np.asarray(ctx.mapped.pcore_of_vcore))
+        vm.mapped = replace(ctx.mapped, pcore_of_vcore=np.asarray(vm.pcores[:k], dtype=np.int64))
+

@@ -350,6 +350,12 @@ class MappedNetwork:
         kw = {name: members.integers(f"core{q}.{name}", ndim=1, max_shape=(size,),
                                      what="the region size for this ChipConfig")
               for name, size in size_of.items()}
+        # the learning settings (§24): optional members, absent from files written before learning existed
+        learn_size = {"fixed": cfg.synapses_per_core, "pre_x": cfg.axons_per_core, "post_y": cfg.neurons_per_core,
+                      "learn_rule": 1, "learn_cfg": 2}
+        kw.update({name: members.integers(f"core{q}.{name}", ndim=1, max_shape=(size,),
+                                          what="the learning region size for this ChipConfig")
+                   for name, size in learn_size.items() if f"core{q}.{name}" in members})
         img = CoreImage(**kw, weight_exp=meta["weight_exp"], n_active=meta["n_active"])
         try:
             img.region_words(cfg)

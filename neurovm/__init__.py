@@ -11,8 +11,8 @@ from __future__ import annotations
 from .config import DEFAULT_CONFIG, ChipConfig
 
 __version__ = "0.1.0"
-__all__ = ["ChipConfig", "DEFAULT_CONFIG", "__version__", "open", "convert_onnx", "convert_pytorch", "load_model",
-           "import_nir"]
+__all__ = ["ChipConfig", "DEFAULT_CONFIG", "__version__", "open", "convert_onnx", "convert_pytorch",
+           "convert_tensorflow", "convert_tflite", "load_model", "import_nir", "connect"]
 
 
 def open(backend: str = "emulator", config: ChipConfig | None = None, **options):  # noqa: A001 - the entry point
@@ -39,8 +39,10 @@ def convert_onnx(model, calibration=None, config: ChipConfig | str | None = None
     return _convert(model, calibration, config or DEFAULT_CONFIG, **kw)
 
 
-def convert_pytorch(module, example_input, calibration, config: ChipConfig | None = None, **kw):
-    """Convert a PyTorch ReLU network (through ONNX); see :func:`neurovm.host.model.convert_pytorch`."""
+def convert_pytorch(module, example_input=None, calibration=None, config: ChipConfig | str | None = None, **kw):
+    """Convert a PyTorch module, TorchScript file (``.pt``) or ``torch.export`` file (``.pt2``) through
+    ONNX; see :func:`neurovm.host.model.convert_pytorch`.  Without ``calibration`` the normalisation is
+    data-free (a ``CalibrationWarning``)."""
     from .host.model import convert_pytorch as _convert
 
     return _convert(module, example_input, calibration, config or DEFAULT_CONFIG, **kw)
@@ -52,6 +54,14 @@ def convert_tensorflow(model, calibration=None, config: ChipConfig | str | None 
     from .host.importers.keras import convert_keras as _convert
 
     return _convert(model, calibration, config or DEFAULT_CONFIG, **kw)
+
+
+def convert_tflite(path, calibration=None, config: ChipConfig | str | None = None, **kw):
+    """Convert a ``.tflite`` file (float32 or int8-quantized; read without TensorFlow);
+    see :func:`neurovm.host.importers.tflite.convert_tflite`."""
+    from .host.importers.tflite import convert_tflite as _convert
+
+    return _convert(path, calibration, config or DEFAULT_CONFIG, **kw)
 
 
 def load_model(path):
@@ -66,3 +76,15 @@ def import_nir(graph, dt: float = 1e-3, config: ChipConfig | None = None):
     from .host.nir_import import import_nir as _import
 
     return _import(graph, dt, config or DEFAULT_CONFIG)
+
+
+def connect(url: str, token: str | None = None, token_file=None, timeout: float = 600.0):
+    """Connect to a ``neurovm serve`` daemon as a tenant; see :func:`neurovm.host.service.connect`.
+
+    The token is ``token``, else the contents of ``token_file``, else ``$NEUROVM_TOKEN``.  The
+    returned connection offers the in-process VM API (``create_vm``, then ``load``, ``run``,
+    ``state``, ``telemetry``, ``destroy`` on the VM) and ``predict``.
+    """
+    from .host.service.client import connect as _connect
+
+    return _connect(url, token, token_file, timeout)

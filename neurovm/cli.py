@@ -2,12 +2,15 @@
 
     neurovm --version
     neurovm demo [--backend verilator --check]          two tenants sharing one chip
-    neurovm convert MODEL.onnx --calibration X.npy -o MODEL.nvm
+    neurovm convert MODEL.{onnx,h5,keras,tflite,pt,pt2} [--calibration X.npy] [--config auto] -o MODEL.nvm
     neurovm run MODEL.nvm --input X.npy [--labels y.npy] [--backend verilator] [--raster out.png]
     neurovm run NET.nvmap|NET.nir --steps N [--rate P] [--raster out.png]
     neurovm map MODEL.nvm|NET.nir|NET.nvmap [-o NET.nvmap]
     neurovm vms MODEL.nvm [MODEL2.nvm ...] --input X.npy    tenants side by side: status and telemetry
     neurovm fpga boards | build --board icebreaker|ulx3s | flash --board B
+    neurovm serve [--backend B] [--chips N] [--data DIR] [--listen HOST:PORT]   the hypervisor as a service
+    neurovm serve add-tenant NAME [--data DIR]                                 prints the tenant's token once
+    neurovm run ... --server URL [--token-file F]       run on a server (token: $NEUROVM_TOKEN or the file)
 
 Array options (``--input``, ``--labels``, ``--calibration``) take a ``.npy``
 file or an ``.npz`` archive: ``X.npz`` when it holds one array, ``X.npz:NAME``
@@ -104,6 +107,31 @@ def _float_in(lo: float, hi: float, lo_open: bool = False):
 
 
 _steps = _int_in(1, MAX_STEPS)
+
+
+def _positive_float(value: str) -> float:
+    """argparse type: a finite number above 0 (``--dt``)."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not (x > 0 and x != float("inf")):
+        raise argparse.ArgumentTypeError(f"{value}: must be a finite number above 0")
+    return x
+
+
+def _shape(value: str) -> tuple[int, ...]:
+    """``--input-shape``: comma-separated sizes, each an integer >= 1."""
+    try:
+        dims = tuple(int(d) for d in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a shape (sizes separated by commas, e.g. 1,28,28)") \
+            from None
+    if not dims or min(dims) < 1 or len(dims) > 4:
+        raise argparse.ArgumentTypeError(f"{value}: one to four sizes, each at least 1")
+    return dims
+
+
 _count = _int_in(1)
 _seed = _int_in(0, 2 ** 63 - 1)
 
@@ -133,17 +161,20 @@ def _output_file(path: str, what: str, suffix: str | None = None, inputs=()) -> 
     return p
 
 
-def _load_network(path: str, config):
-    """A MappedNetwork or a mapper Network from .nvmap / .nir / .nvm."""
+def _load_network(path: str, config, dt: float | None = None):
+    """A MappedNetwork or a mapper Network from .nvmap / .nir / .nvm; ``dt`` (``--dt``) is the NIR
+    graph's time step per chip step (default 1e-3) and is refused for the other files."""
     from .host.model import load_model
     from .host.nir_import import import_nir
     from .mapper import MappedNetwork
 
     p = _input_file(path, "network")
+    if dt is not None and p.suffix != ".nir":
+        raise CliError(f"--dt applies to NIR graphs (.nir), not to {p}")
     if p.suffix == ".nvmap":
         return MappedNetwork.load(p), None
     if p.suffix == ".nir":
-        return import_nir(p, config=config).network, None
+        return import_nir(p, 1e-3 if dt is None else dt, config=config).network, None
     if p.suffix == ".nvm":
         model = load_model(p)
         return model.network(), model
@@ -198,17 +229,64 @@ def cmd_demo(args) -> int:
     return run_demo(backend=args.backend, steps=args.steps, seed=args.seed, check=args.check, waves=args.waves)
 
 
-def cmd_convert(args) -> int:
-    from .host.model import convert_onnx
+#: ``convert``: the converter of each model file suffix (docs/architecture.md §18).
+CONVERT_SUFFIXES = {".onnx": "ONNX", ".h5": "Keras", ".keras": "Keras", ".tflite": "TFLite", ".pt": "PyTorch",
+                    ".pth": "PyTorch", ".pt2": "PyTorch"}
 
-    onnx_path = _input_file(args.model, "ONNX model")
+
+def cmd_convert(args) -> int:
+    import warnings
+
+    from .host.importers.convert import CalibrationWarning
+
+    model_path = _input_file(args.model, "model")
+    kind = CONVERT_SUFFIXES.get(model_path.suffix.lower())
+    if kind is None:
+        raise CliError(f"model {model_path}: unknown file type {model_path.suffix!r}; expected "
+                       f"{', '.join(CONVERT_SUFFIXES)}")
+    if args.input_shape is not None and kind != "PyTorch":
+        raise CliError(f"--input-shape applies to PyTorch files (.pt, .pth, .pt2), not to {kind} model {model_path}")
     out = _output_file(args.output, "-o", inputs=(args.model, args.calibration))
-    calib = load_array(args.calibration, "calibration data")
-    model = convert_onnx(str(onnx_path), calib, steps=args.steps, percentile=args.percentile)
+    calib = load_array(args.calibration, "calibration data") if args.calibration is not None else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CalibrationWarning)
+        model = _convert_file(kind, model_path, calib, args)
+    for w in caught:
+        if issubclass(w.category, CalibrationWarning):
+            print(f"neurovm convert: note: {_one_line(w.message)}", file=sys.stderr)
     model.save(out)                         # atomic (neurovm.npzfile.save_npz)
-    print(f"{out}: {' -> '.join(map(str, model.sizes))} neurons, thresholds {model.vth_mant}, "
-          f"{model.steps} steps per sample; normalisation {['%.3g' % x for x in model.meta['normalisation']]}")
+    cfg = model.config
+    print(f"{out}: {kind} model, {' -> '.join(map(str, model.sizes))} neurons on {cfg.mesh_width}x{cfg.mesh_height} "
+          f"cores, thresholds {model.vth_mant}, {model.steps} steps per sample; normalisation "
+          f"({model.meta.get('normalisation_kind', 'data')}) {['%.3g' % x for x in model.meta['normalisation']]}")
     return 0
+
+
+def _convert_file(kind: str, path: Path, calib, args):
+    """The SnnModel of the model file ``path`` of ``kind`` (one converter per format)."""
+    import neurovm
+
+    from .config import DEFAULT_CONFIG
+
+    config = "auto" if args.config == "auto" else DEFAULT_CONFIG
+    options = {"steps": args.steps, "percentile": args.percentile}
+    if kind == "ONNX":
+        return neurovm.convert_onnx(str(path), calib, config, **options)
+    if kind == "Keras":
+        return neurovm.convert_tensorflow(str(path), calib, config, **options)
+    if kind == "TFLite":
+        return neurovm.convert_tflite(str(path), calib, config, **options)
+    example = None
+    if args.input_shape is not None:
+        try:
+            import torch
+        except ImportError:
+            raise CliError(f"model {path}: converting a PyTorch file needs PyTorch (pip install torch)") from None
+        example = torch.zeros((1, *args.input_shape))
+    elif calib is None and path.suffix.lower() != ".pt2":
+        raise CliError(f"model {path}: a TorchScript file needs --input-shape (e.g. 1,28,28) or --calibration "
+                       f"(its first sample gives the input shape)")
+    return neurovm.convert_pytorch(str(path), example, calib, config, **options)
 
 
 def cmd_run(args) -> int:
@@ -218,7 +296,17 @@ def cmd_run(args) -> int:
 
     inputs = (args.network, args.input, args.labels)
     raster = _output_file(args.raster, "--raster", suffix=".png", inputs=inputs) if args.raster else None
-    net, model = _load_network(args.network, DEFAULT_CONFIG)
+    if args.server is not None:
+        from .host.service import ServiceError
+        from .host.service.cli import run_remote
+
+        try:
+            return run_remote(args, raster, _output_file(args.output, "-o", inputs=inputs) if args.output else None)
+        except ServiceError as e:
+            raise CliError(f"--server {args.server}: {e}") from None
+    if args.token_file is not None:
+        raise CliError("--token-file needs --server URL")
+    net, model = _load_network(args.network, DEFAULT_CONFIG, args.dt)
     if model is not None:
         _refuse(args, {"rate": "--rate", "input_population": "--input-population", "seed": "--seed"},
                 "applies to networks (.nvmap, .nir), not to models (.nvm); models are fed --input")
@@ -318,7 +406,7 @@ def cmd_map(args) -> int:
     from .mapper import MappedNetwork, map_network
 
     out = _output_file(args.output, "-o", suffix=".nvmap", inputs=(args.network,)) if args.output else None
-    net, _ = _load_network(args.network, DEFAULT_CONFIG)
+    net, _ = _load_network(args.network, DEFAULT_CONFIG, args.dt)
     mapped = net if isinstance(net, MappedNetwork) else map_network(net, DEFAULT_CONFIG)
     rep = mapped.report
     print(f"{args.network}: {rep['neurons']:,} neurons, {rep['synapses']:,} synapses on {rep['cores']} cores "
@@ -417,14 +505,21 @@ def build_parser() -> Parser:
                       help=f"timesteps to run, {DEMO_MIN_STEPS}..{MAX_STEPS} (default 200)")
     demo.add_argument("--seed", type=_seed, default=1, help="seed of the input spike trains (default 1)")
 
-    conv = sub.add_parser("convert", help="convert an ONNX ReLU network to a rate-coded SNN model (.nvm)")
-    conv.add_argument("model", help="MODEL.onnx")
-    conv.add_argument("--calibration", required=True, metavar="X.npy",
-                      help="input samples for normalisation (X.npy, X.npz or X.npz:NAME)")
+    conv = sub.add_parser("convert", help="convert a trained network (ONNX, Keras, TFLite, PyTorch) to a "
+                                          "rate-coded SNN model (.nvm)")
+    conv.add_argument("model", help="MODEL.onnx, .h5, .keras, .tflite, .pt (TorchScript) or .pt2 (torch.export)")
+    conv.add_argument("--calibration", metavar="X.npy",
+                      help="input samples for normalisation (X.npy, X.npz or X.npz:NAME); without them the "
+                           "normalisation is data-free (less accurate)")
     conv.add_argument("-o", "--output", required=True, metavar="MODEL.nvm")
     conv.add_argument("--steps", type=_steps, default=32, help=f"timesteps per sample, 1..{MAX_STEPS} (default 32)")
     conv.add_argument("--percentile", type=_float_in(0, 100, lo_open=True), default=99.9,
                       help="activation percentile for normalisation, in (0, 100] (default 99.9)")
+    conv.add_argument("--config", choices=["default", "auto"], default="default",
+                      help="chip configuration: the default chip, or auto: the smallest mesh the model fits")
+    conv.add_argument("--input-shape", type=_shape, metavar="C,H,W",
+                      help="PyTorch TorchScript files: the input shape without the batch axis (default: the "
+                           "calibration samples')")
 
     run = sub.add_parser("run", help="run a model (.nvm) on inputs, or a network (.nvmap/.nir) for N steps")
     run.add_argument("network", help="MODEL.nvm, NET.nvmap or NET.nir")
@@ -442,11 +537,16 @@ def build_parser() -> Parser:
     run.add_argument("--raster", metavar="OUT.png", help="write a spike raster plot (PNG)")
     run.add_argument("-o", "--output", metavar="PRED.npy", help="model: save the predictions")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--dt", type=_positive_float, help="NIR graphs: time step per chip step (default 1e-3)")
+    run.add_argument("--server", metavar="URL", help="run on a neurovm serve daemon (token: $NEUROVM_TOKEN or "
+                                                     "--token-file)")
+    run.add_argument("--token-file", metavar="FILE", help="with --server: read the tenant's token from FILE")
 
     mp = sub.add_parser("map", help="map a model or network onto the chip and print the mapping report")
     mp.add_argument("network", help="MODEL.nvm, NET.nir or NET.nvmap")
     mp.add_argument("-o", "--output", metavar="NET.nvmap", help="save the mapped network")
     mp.add_argument("--json", action="store_true", help="also print the report as JSON")
+    mp.add_argument("--dt", type=_positive_float, help="NIR graphs: time step per chip step (default 1e-3)")
 
     vms = sub.add_parser("vms", help="load several models as tenant VMs on one chip, run them together, "
                                      "print each tenant's status and telemetry")
@@ -467,11 +567,25 @@ def build_parser() -> Parser:
     ff.add_argument("--board", required=True, choices=BOARDS)
     ff.add_argument("--bitstream", help="default: the last build of this board")
     ff.add_argument("--tool", help="the programmer to run (default: openFPGALoader, then iceprog)")
+
+    from .host.service.cli import add_serve_parser
+
+    add_serve_parser(sub, _backend, _count)
     return parser
 
 
+def cmd_serve(args) -> int:
+    from .host.service.cli import cmd_serve as serve
+    from .host.service.registry import RegistryError
+
+    try:
+        return serve(args)
+    except RegistryError as e:
+        raise CliError(str(e)) from None
+
+
 HANDLERS = {"demo": cmd_demo, "convert": cmd_convert, "run": cmd_run, "map": cmd_map, "vms": cmd_vms,
-            "fpga": cmd_fpga}
+            "fpga": cmd_fpga, "serve": cmd_serve}
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:

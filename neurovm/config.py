@@ -34,6 +34,12 @@ __all__ = [
     "HV_VM",
     "VM_BITS",
     "MAX_COMMAND_WORDS",
+    "TRACE_BITS",
+    "TRACE_MAX",
+    "TRACE_IMPULSE_BITS",
+    "LEARN_RATE_BITS",
+    "LEARN_SHIFT_BITS",
+    "LEARN_EPOCH_BITS",
 ]
 
 # --- neuron datapath constants (Loihi 1 CUBA-LIF; docs/architecture.md §4) ---
@@ -55,6 +61,14 @@ REFRACT_BITS = 6                    # refractory steps and counter: unsigned 6-b
                                     # after a spike = Loihi's refractDelay - 1 (spec §4, §11)
 WEIGHT_EXP_MIN = -8                 # per-core weight exponent: signed 4-bit
 WEIGHT_EXP_MAX = 7
+
+# --- on-chip learning constants (docs/architecture.md §24; only on a chip built with learning=1) ---
+TRACE_BITS = 7                      # pre (per axon) and post (per neuron) traces: unsigned 7-bit, as Loihi 1's x1/y1
+TRACE_MAX = (1 << TRACE_BITS) - 1   # a trace saturates at 127
+TRACE_IMPULSE_BITS = TRACE_BITS     # the increment of a trace on a spike: unsigned 7-bit
+LEARN_RATE_BITS = 8                 # a_plus, a_minus: signed 8-bit
+LEARN_SHIFT_BITS = 4                # s_plus, s_minus: unsigned 4-bit right shifts, 0..15
+LEARN_EPOCH_BITS = 3                # epoch_log2: a learning pass every 2^epoch_log2 steps (1..128)
 
 # --- virtualization constants (docs/architecture.md §7) ---
 VM_BITS = 3                         # VM id field width in every command/output word
@@ -92,6 +106,10 @@ class ChipConfig:
         Guest VM ids ``0 .. max_vms-1``; id 7 is reserved for the hypervisor.
     vcores_per_vm : int
         Size of each VM's virtual core space (entries of its translation table).
+    learning : int
+        1: every core has the learning engine of §24 (trace regions, LEARN_CFG,
+        LEARN_RULE, the synapse ``fixed`` bit); 0 (default): it has none and those
+        regions do not exist.  An int (0 or 1) like every other field.
     """
 
     mesh_width: int = 2
@@ -103,6 +121,7 @@ class ChipConfig:
     weight_bits: int = 8
     max_vms: int = 4
     vcores_per_vm: int = 8
+    learning: int = 0
 
     def __post_init__(self):
         limits = {
@@ -117,6 +136,7 @@ class ChipConfig:
             "weight_bits": (2, 8),
             "max_vms": (1, HV_VM),
             "vcores_per_vm": (1, 256),
+            "learning": (0, 1),
         }
         for name, (lo, hi) in limits.items():
             value = getattr(self, name)

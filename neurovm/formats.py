@@ -23,7 +23,12 @@ from .config import (
     BIAS_MANT_BITS,
     DECAY_BITS,
     HV_VM,
+    LEARN_EPOCH_BITS,
+    LEARN_RATE_BITS,
+    LEARN_SHIFT_BITS,
     REFRACT_BITS,
+    TRACE_BITS,
+    TRACE_IMPULSE_BITS,
     U_MAX,
     U_MIN,
     V_MAX,
@@ -39,6 +44,7 @@ __all__ = [
     "command_length",
     "Field", "WordFormat", "Opcode", "OutType", "ErrorCode", "FaultCause", "Perm",
     "Region", "RegionSpec", "REGIONS", "COMMAND_FORMATS", "OUTPUT_FORMATS",
+    "LearnRegion", "LEARN_REGIONS", "SYN_LEARNING", "region_specs",
     "MMU_ENTRY", "Counter", "NUM_COUNTERS", "ARCH_COUNTERS", "GUEST_COUNTERS", "ALL_DOMAINS", "domain_bit", "COUNTER_BITS", "WORD_BITS",
     "AXON_EVENT", "CORE_SPIKE", "CFG_REQUEST", "CfgOp", "AER_PACKET", "LINK_FORMATS",
 ]
@@ -401,6 +407,68 @@ REGIONS: dict[Region, RegionSpec] = {
         limits=lambda cfg: {"weight_exp": (WEIGHT_EXP_MIN, WEIGHT_EXP_MAX), "n_active": (0, cfg.neurons_per_core)},
     ),
 }
+
+
+# ---------------------------------------------------------------------------
+# On-chip learning (docs/architecture.md §24).  These regions exist only on a
+# chip built with ``ChipConfig.learning == 1``; on any other chip their ids are
+# BAD_REGION exactly as before, so the default chip (and the HDL, which has no
+# learning engine yet) is unchanged.  They are not members of :class:`Region`
+# for the same reason: code that walks ``Region`` sees the base chip.
+# ---------------------------------------------------------------------------
+class LearnRegion(enum.IntEnum):
+    """Region ids of the learning engine (the 4-bit ``region`` field's last four values)."""
+
+    PRE_TRACE = 12    # per axon: pre-synaptic trace x, epoch flag x0, pending event
+    POST_TRACE = 13   # per neuron: post-synaptic trace y, epoch flag y0
+    LEARN_CFG = 14    # 2 words: the trace parameters, word 0 = pre (x), word 1 = post (y)
+    LEARN_RULE = 15   # 1 word: the STDP rule, its epoch and the core's enable
+
+
+#: The synapse word of a learning chip: bit 24 ``fixed`` = 1 keeps the weight out of learning.
+SYN_LEARNING = RegionSpec(
+    Region.SYN,
+    WordFormat("SYN", Field("target", 0, 16), Field("weight", 16, 8, signed=True), Field("fixed", 24, 1)),
+    size=lambda cfg: cfg.synapses_per_core,
+    limits=lambda cfg: {"target": (0, cfg.neurons_per_core - 1), "weight": (cfg.weight_min, cfg.weight_max)},
+)
+
+LEARN_REGIONS: dict[LearnRegion, RegionSpec] = {
+    LearnRegion.PRE_TRACE: RegionSpec(
+        LearnRegion.PRE_TRACE,
+        WordFormat("PRE_TRACE", Field("x", 0, TRACE_BITS), Field("x0", 8, 1), Field("pend", 9, 1)),
+        size=lambda cfg: cfg.axons_per_core,
+    ),
+    LearnRegion.POST_TRACE: RegionSpec(
+        LearnRegion.POST_TRACE,
+        WordFormat("POST_TRACE", Field("y", 0, TRACE_BITS), Field("y0", 8, 1)),
+        size=_n,
+    ),
+    LearnRegion.LEARN_CFG: RegionSpec(
+        LearnRegion.LEARN_CFG,
+        WordFormat("LEARN_CFG", Field("decay", 0, DECAY_BITS), Field("impulse", 16, TRACE_IMPULSE_BITS)),
+        size=lambda cfg: 2,
+    ),
+    LearnRegion.LEARN_RULE: RegionSpec(
+        LearnRegion.LEARN_RULE,
+        WordFormat("LEARN_RULE", Field("a_plus", 0, LEARN_RATE_BITS, signed=True),
+                   Field("a_minus", 8, LEARN_RATE_BITS, signed=True), Field("s_plus", 16, LEARN_SHIFT_BITS),
+                   Field("s_minus", 20, LEARN_SHIFT_BITS), Field("epoch_log2", 24, LEARN_EPOCH_BITS),
+                   Field("enable", 31, 1)),
+        size=lambda cfg: 1,
+    ),
+}
+
+
+def region_specs(cfg: ChipConfig) -> dict[int, RegionSpec]:
+    """The regions a chip of configuration ``cfg`` has, by id: :data:`REGIONS`, plus, on a
+    learning chip (``cfg.learning == 1``), :data:`LEARN_REGIONS` and the SYN word with its
+    ``fixed`` bit (§24).  What WRITE and READ check a region id and its words against."""
+    specs: dict[int, RegionSpec] = dict(REGIONS)
+    if getattr(cfg, "learning", 0):
+        specs[Region.SYN] = SYN_LEARNING
+        specs.update(LEARN_REGIONS)
+    return specs
 
 
 class Counter(enum.IntEnum):

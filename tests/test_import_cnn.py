@@ -143,3 +143,20 @@ def test_a_model_too_big_for_the_chip_names_the_smallest_configuration_that_fits
                                          r"mesh_width=3, mesh_height=2"):
         model.cores_needed()
     assert (auto.config.mesh_width, auto.config.mesh_height) == (3, 2) and auto.cores_needed() > 4
+
+
+def test_the_output_layer_integrates_its_logits_without_spiking():
+    """The output layer (no ReLU in the ANN) gets the largest threshold: its membrane carries the
+    logits, negative ones included, so close and negative logits rank as in the ANN."""
+    from neurovm.host.importers.convert import convert_ops
+    rng = np.random.default_rng(5)
+    w1 = rng.normal(0, 0.4, (24, 16))
+    w2 = rng.normal(0, 0.3, (6, 24))
+    ops = [ir.Dense(w1, rng.normal(0, 0.05, 24)), ir.ReLU(), ir.Dense(w2, np.full(6, -1.6))]
+    x = rng.random((200, 16))
+    model = convert_ops(ops, (16,), x[:100], steps=32)
+    assert model.vth_mant[-1] == (1 << 17) - 1
+    logits = check_forward(ops, (16,), x[100:])
+    assert (logits.max(axis=1) < 0).mean() > 0.2            # many samples have only negative logits
+    agree = (model.predict(x[100:]) == logits.argmax(axis=1)).mean()
+    assert agree >= 0.9, agree

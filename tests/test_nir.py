@@ -75,9 +75,9 @@ def test_lif_and_cubalif_graph_matches_a_float_simulation(tmp_path):
 def test_unsupported_or_malformed_graphs_are_named(tmp_path):
     graph, _ = make_graph()
     nodes = dict(graph.nodes)
-    nodes["scale"] = nir.Scale(scale=np.ones(20))
-    bad = nir.NIRGraph(nodes=nodes, edges=list(graph.edges) + [("lif1", "scale")])
-    with pytest.raises(NirError, match="node 'scale': unsupported NIR node type Scale; supported: Input, Output"):
+    nodes["th"] = nir.Threshold(threshold=np.ones(20))
+    bad = nir.NIRGraph(nodes=nodes, edges=list(graph.edges) + [("lif1", "th")])
+    with pytest.raises(NirError, match="node 'th': unsupported NIR node type Threshold; supported: Input, Output"):
         import_nir(bad)
     nodes = dict(graph.nodes)
     nodes["lif2"] = nir.LIF(tau=np.full(20, 0.016), r=np.ones(20), v_leak=np.zeros(20), v_threshold=np.ones(20),
@@ -96,3 +96,103 @@ def test_unsupported_or_malformed_graphs_are_named(tmp_path):
         import_nir(tmp_path / "junk.nir")
     with pytest.raises(NirError, match="missing.nir: no such file"):
         import_nir(tmp_path / "missing.nir")
+
+
+# ---- convolutions, pooling, flatten, scale; LI / CubaLI readouts ------------------------------------------
+def conv_graph(seed: int = 0, pool: str = "SumPool2d", readout: str = "LI", flat_if: bool = False):
+    """Input (1, 6, 6) -> Conv2d 3x3 (4, pad 1) -> IF -> pool 2 -> Flatten -> Scale -> Affine (3) -> readout."""
+    rng = np.random.default_rng(seed)
+    w_conv, b_conv = rng.uniform(-0.3, 0.8, (4, 1, 3, 3)), rng.uniform(0, 0.05, 4)
+    w_fc, b_fc = rng.uniform(-1, 1, (3, 36)), rng.uniform(-0.1, 0.1, 3)
+    scale = rng.uniform(0.5, 1.5, 36)
+    if_shape = (4 * 6 * 6,) if flat_if else (4, 6, 6)
+    pool_node = getattr(nir, pool)(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0]))
+    out = (nir.LI(tau=np.full(3, 0.01), r=np.ones(3), v_leak=np.zeros(3)) if readout == "LI" else
+           nir.CubaLI(tau_syn=np.full(3, 0.005), tau_mem=np.full(3, 0.01), r=np.ones(3), v_leak=np.zeros(3),
+                      w_in=np.ones(3)))
+    nodes = {"input": nir.Input(input_type={"input": np.array([1, 6, 6])}),
+             "conv": nir.Conv2d(input_shape=(6, 6), weight=w_conv, stride=1, padding=1, dilation=1, groups=1,
+                                bias=b_conv),
+             "if1": nir.IF(r=np.ones(if_shape), v_threshold=np.ones(if_shape)),
+             "pool": pool_node, "flat": nir.Flatten(input_type={"input": np.array([4, 3, 3])}, start_dim=0),
+             "scale": nir.Scale(scale=scale), "fc": nir.Affine(weight=w_fc, bias=b_fc), "read": out,
+             "output": nir.Output(output_type={"output": np.array([3])})}
+    edges = [("input", "conv"), ("conv", "if1"), ("if1", "pool"), ("pool", "flat"), ("flat", "scale"),
+             ("scale", "fc"), ("fc", "read"), ("read", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False), (w_conv, b_conv, w_fc, b_fc, scale)
+
+
+def conv_float_reference(params, x, pool: str, readout: str, dt: float = 1e-3):
+    """The §19 discretisation in float64: IF on the convolution, the readout integrating the IF
+    spikes of the previous step through pool, flatten, scale and the affine map."""
+    w_conv, b_conv, w_fc, b_fc, scale = params
+    v1, prev = np.zeros((4, 6, 6)), np.zeros((4, 6, 6))
+    i2, v2 = np.zeros(3), np.zeros(3)
+    k_mem, k_syn = dt / 0.01, dt / 0.005
+    for t in range(x.shape[0]):
+        p = prev.reshape(4, 3, 2, 3, 2).sum(axis=(2, 4)) / (4 if pool == "AvgPool2d" else 1)
+        drive = w_fc @ (p.ravel() * scale) + b_fc
+        if readout == "LI":
+            v2 = v2 + k_mem * (-v2 + drive)
+        else:
+            i2 = i2 + k_syn * (-i2 + drive)
+            v2 = v2 + k_mem * (-v2 + i2)
+        xp = np.pad(x[t].reshape(1, 6, 6), ((0, 0), (1, 1), (1, 1)))
+        conv = np.array([[[np.sum(xp[:, i:i + 3, j:j + 3] * w_conv[o]) for j in range(6)] for i in range(6)]
+                         for o in range(4)]) + b_conv[:, None, None]
+        v1 = v1 + conv
+        prev = v1 > 1.0
+        v1[prev] = 0
+    return v2
+
+
+@pytest.mark.parametrize("pool,readout,flat_if", [("SumPool2d", "LI", False), ("AvgPool2d", "CubaLI", True)])
+def test_conv_pool_flatten_scale_graph_with_a_readout_matches_a_float_simulation(pool, readout, flat_if):
+    graph, params = conv_graph(pool=pool, readout=readout, flat_if=flat_if)
+    imported = import_nir(graph, dt=1e-3)
+    assert imported.readouts == ["read"] and imported.outputs == []
+    pops = {p.name: p for p in imported.network.populations}
+    assert int(np.unique(pops["read"].params["vth_mant"])[0]) == (1 << 17) - 1   # a readout never spikes
+    x = np.random.default_rng(2).random((120, 36)) < 0.4
+    chip = neurovm.open("emulator")
+    vm = chip.create_vm("nir", cores=2).load(imported.network)
+    vm.run(120, {"input": x})
+    got = vm.state()["v"][vm.mapped.populations["read"]] / (64 * imported.scales["read"])
+    want = conv_float_reference(params, x, pool, readout)
+    assert np.abs(want).max() > 0.5
+    np.testing.assert_allclose(got, want, atol=0.03 * np.abs(want).max())
+
+
+def test_conv_graph_refusals_name_the_node():
+    graph, _ = conv_graph()
+    graph.nodes["conv"].groups = 2
+    with pytest.raises(NirError, match=r"node .conv.: Conv2d groups=2, dilation=\(1, 1\) are not supported"):
+        import_nir(graph)
+    graph, _ = conv_graph()
+    graph.nodes["pool"].padding = np.array([1, 1])
+    with pytest.raises(NirError, match=r"node 'pool': SumPool2d padding=array\(\[1, 1\]\) is not supported"):
+        import_nir(graph)
+    graph, _ = conv_graph()
+    graph.nodes["fc"] = nir.Affine(weight=np.ones((3, 35)), bias=np.zeros(3))
+    with pytest.raises(NirError, match=r"node 'fc': weight takes 35 inputs, its source gives 36"):
+        import_nir(graph)
+    graph, _ = conv_graph()
+    edges = [e for e in graph.edges if e != ("read", "output")] + [("fc", "output")]
+    with pytest.raises(NirError, match=r"edge 'fc' -> 'output': a Affine must feed neuron nodes"):
+        import_nir(nir.NIRGraph(nodes=graph.nodes, edges=edges, type_check=False))
+
+
+def test_cli_dt_reaches_the_importer(tmp_path, capsys):
+    from neurovm.cli import main
+
+    graph, _ = make_graph()
+    nir.write(tmp_path / "net.nir", graph)
+    assert main(["map", str(tmp_path / "net.nir"), "--dt", "0.002", "-o", str(tmp_path / "net.nvmap")]) == 0
+    capsys.readouterr()
+    assert main(["run", str(tmp_path / "net.nir"), "--steps", "5", "--dt", "0.1", "-q"]) == 2
+    assert "dt=0.1 against its time constants" in capsys.readouterr().err
+    for bad in ("0", "-1", "inf", "nan"):
+        assert main(["map", str(tmp_path / "net.nir"), "--dt", bad]) == 2
+        assert "--dt" in capsys.readouterr().err
+    assert main(["map", str(tmp_path / "net.nvmap"), "--dt", "0.002"]) == 2
+    assert "--dt applies to NIR graphs (.nir), not to" in capsys.readouterr().err

@@ -97,8 +97,8 @@ test-formal: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[formal]'
 	$(PY) -m pytest -q -m formal tests/test_formal.py
 
-# the cocotb testbenches on Icarus Verilog instead of Verilator (issue #18 item 1); ICARUS_GEN=2005
-# (default) or 2012 picks iverilog's language generation.  Needs iverilog: apt-get install iverilog
+# the cocotb testbenches on Icarus Verilog instead of Verilator (issue #18 item 1); ICARUS_GEN=2012
+# (default) or 2005 picks iverilog's language generation.  Needs iverilog: apt-get install iverilog
 .PHONY: test-icarus
 test-icarus: $(STAMP)
 	@command -v iverilog >/dev/null || (echo "test-icarus: installing Debian's iverilog" && \
@@ -106,3 +106,14 @@ test-icarus: $(STAMP)
 		{ echo "test-icarus: iverilog is missing and could not be installed (apt-get install iverilog)"; exit 2; }
 	SIM=icarus $(PY) -m pytest -q -m 'hdl and not slow and not fpga and not formal' \
 		tests/test_router_hdl.py tests/test_chip_blocks.py tests/test_core_hdl.py tests/test_fpga_bridge.py
+
+# seeded random co-simulation of the blocks against the emulator, in parallel (issue #18, spec §22):
+# JUnit XML, summary and merged coverage under build/regress/SIM, a reproduction line per failure,
+# and a failure when a cover point was never hit.  make regress SEEDS=16 JOBS=2 SIM=icarus BLOCK=core
+SEEDS ?= 8
+JOBS  ?= 1
+SIM   ?= verilator
+BLOCK ?= all
+.PHONY: regress
+regress: $(STAMP)
+	$(PY) -m neurovm.cli regress --seeds $(SEEDS) --jobs $(JOBS) --sim $(SIM) --block $(BLOCK) --check-coverage $(ARGS)

@@ -571,6 +571,9 @@ def build_parser() -> Parser:
     from .host.service.cli import add_serve_parser
 
     add_serve_parser(sub, _backend, _count)
+    from .host.verify.cli import add_regress_parser
+
+    add_regress_parser(sub, _count)
     return parser
 
 
@@ -584,8 +587,18 @@ def cmd_serve(args) -> int:
         raise CliError(str(e)) from None
 
 
+def cmd_regress(args) -> int:
+    from .host.verify.cli import RegressError
+    from .host.verify.cli import cmd_regress as regress
+
+    try:
+        return regress(args)
+    except RegressError as e:
+        raise CliError(str(e)) from None
+
+
 HANDLERS = {"demo": cmd_demo, "convert": cmd_convert, "run": cmd_run, "map": cmd_map, "vms": cmd_vms,
-            "fpga": cmd_fpga, "serve": cmd_serve}
+            "fpga": cmd_fpga, "serve": cmd_serve, "regress": cmd_regress}
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:

@@ -49,11 +49,11 @@ def test_random_cores_sweep():
 
 
 DIRECTED = "empty_steps|all_neurons_fire|back_to_back_ops_on_one_neuron|every_weight_exponent|max_fanout|" \
-           "refractory_period|config_readback_and_clear|stalls_do_not_change_results"
+           "refractory_period|config_readback_and_clear|stalls_do_not_change_results|threshold_equality"
 
 
 @pytest.mark.parametrize("config,name", [(SMALL, "small"), (NARROW, "narrow"), (DEFAULT_1x1, "default")],
                          ids=["small", "narrow", "default"])
 def test_directed_corners(config, name):
     results = _run(config, name, (0, 0), test_filter=DIRECTED, run_name="directed")
-    assert len(results) == 8
+    assert len(results) == 9

@@ -14,6 +14,7 @@ Test code never writes signals itself: it queues work on agents and awaits
 from __future__ import annotations
 
 import itertools
+import os
 from collections import deque
 from typing import Callable, Iterator
 
@@ -140,6 +141,7 @@ class StreamSource:
         self.pause = pause or never()
         self.queue: deque[int] = deque()
         self.sent = 0
+        self.stalled = 0   # cycles an item was presented and not taken (backpressure, for coverage)
         self._busy = False
         self._driven_valid = None
         # inputs are driven from time 0, reset included: an undriven input is X on a four-state
@@ -172,9 +174,12 @@ class StreamSource:
             self._driven_valid = False
 
     def sample(self):
-        if self._busy and value_of(self.ready):
-            self._busy = False
-            self.sent += 1
+        if self._busy:
+            if value_of(self.ready):
+                self._busy = False
+                self.sent += 1
+            else:
+                self.stalled += 1
 
 
 class StreamSink:
@@ -191,6 +196,8 @@ class StreamSink:
         self.pause = pause or never()
         self.on_item = on_item
         self.items: list[int] = []
+        self.stalled = 0   # cycles the port held an item while this sink was not ready (for coverage)
+        self.count_stalls = bool(os.environ.get("NEUROVM_COVERAGE"))   # one more read a cycle: only when asked
         self._ready = False
         self.ready.value = 0   # driven from time 0, reset included (see StreamSource)
 
@@ -201,11 +208,28 @@ class StreamSink:
             self._ready = r
 
     def sample(self):
-        if self._ready and value_of(self.valid):
+        if not self._ready:
+            if self.count_stalls and value_of(self.valid):
+                self.stalled += 1
+        elif value_of(self.valid):
             item = value_of(self.payload)
             self.items.append(item)
             if self.on_item is not None:
                 self.on_item(item)
+
+
+def record_coverage(hits: dict[str, int]) -> None:
+    """Add ``hits`` (cover point -> count) to the run's coverage file, ``NEUROVM_COVERAGE`` in the
+    environment (written by the regression runner's cases; nothing to do when unset)."""
+    path = os.environ.get("NEUROVM_COVERAGE")
+    if not path:
+        return
+    from neurovm.host.verify.coverage import CoverageDB
+
+    db = CoverageDB.merge_files([path]) if os.path.exists(path) else CoverageDB()
+    for name, count in hits.items():
+        db.hit(name, count)
+    db.save(path)
 
 
 class PulseDriver:

@@ -1,0 +1,64 @@
+"""Functional coverage (neurovm.host.verify.coverage, spec §22): named points, per-run files
+merged by summing, the text and markdown reports, and a check that names every point never hit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from neurovm.formats import ErrorCode
+from neurovm.host.verify.coverage import COVER_POINTS, CoverageDB, CoverageError
+
+
+def test_points_cover_each_block_and_every_error_code():
+    blocks = {name.split(".")[0] for name in COVER_POINTS}
+    assert blocks == {"core", "mesh", "chip"}
+    assert {f"chip.error.{c.name}" for c in ErrorCode} <= set(COVER_POINTS)
+    assert all(where in ("dut", "model") for where, _ in COVER_POINTS.values())
+
+
+def test_runs_merge_by_summing_and_the_check_names_each_point_never_hit(tmp_path):
+    one, two = CoverageDB(), CoverageDB()
+    one.hit("core.spike_out", 3)
+    two.hit("core.spike_out")
+    two.hit("chip.error.BAD_VM", 2)
+    one.save(tmp_path / "a.json")
+    two.save(tmp_path / "b.json")
+    merged = CoverageDB.merge_files([tmp_path / "a.json", tmp_path / "b.json"])
+    assert merged.hits["core.spike_out"] == 4 and merged.hits["chip.error.BAD_VM"] == 2
+    assert merged.missing(("chip.error.",)) == [f"chip.error.{c.name}" for c in ErrorCode if c.name != "BAD_VM"]
+    with pytest.raises(CoverageError, match=r"cover points never hit: .*core\.fault_item") as err:
+        merged.check(("core.",))
+    assert "core.spike_out" not in str(err.value)
+    for name in COVER_POINTS:
+        merged.hits[name] = merged.hits[name] or 1
+    merged.check()   # everything hit: no error
+
+
+def test_reports_show_hits_and_misses():
+    db = CoverageDB()
+    db.hit("mesh.node0.eject_stall", 7)
+    text = db.report_text(("mesh.node0.",))
+    assert "mesh.node0.eject_stall" in text and "7  HIT" in text and "MISS" in text
+    assert text.endswith("1 of 2 cover points hit")
+    table = db.report_markdown(("mesh.node0.",))
+    assert "| `mesh.node0.eject_stall` | 7 | dut |" in table
+    assert "| `mesh.node0.inject_backpressure` | **0** | dut |" in table
+
+
+def test_unknown_points_and_foreign_files_are_named_and_change_nothing(tmp_path):
+    db = CoverageDB()
+    with pytest.raises(CoverageError, match=r"'core.nonsense' is not a cover point"):
+        db.hit("core.nonsense")
+    assert sum(db.hits.values()) == 0
+    with pytest.raises(CoverageError, match=r"'mesh.node9.eject_stall' not cover points"):
+        db.merge({"hits": {"core.spike_out": 5, "mesh.node9.eject_stall": 1}})
+    assert sum(db.hits.values()) == 0
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"hits": {}}))
+    with pytest.raises(CoverageError, match=r"other\.json: not a coverage file of version 1"):
+        CoverageDB.merge_files([bad])
+    (tmp_path / "cut.json").write_text("{")
+    with pytest.raises(CoverageError, match=r"cut\.json: not a coverage file"):
+        CoverageDB.merge_files([tmp_path / "cut.json"])

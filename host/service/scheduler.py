@@ -80,13 +80,18 @@ class RunBatcher:
         self.batches = 0
         self.largest = 0
         self.serving = False    # a batch is running now
-        #: ``(turn, tenant, VM name)`` of the most recently served jobs, oldest first
+        #: ``(turn, tenant, VM name)`` of the most recently served jobs, oldest first (read it with :meth:`recent`)
         self.served: deque[tuple[int, str, str]] = deque(maxlen=HISTORY)
 
     def queued(self) -> dict[str, int]:
         """Jobs waiting per tenant, in rotation order (the next turn's tenant first)."""
         with self._qlock:
             return {t: len(q) for t, q in self._queues.items() if q}
+
+    def recent(self, n: int = 32) -> list[tuple[int, str, str]]:
+        """The last ``n`` served jobs as ``(turn, tenant, VM name)``, oldest first."""
+        with self._qlock:
+            return list(self.served)[-n:]
 
     def submit(self, job: RunJob):
         """Queue ``job``; take turns serving the queue until ``job`` is served; its result, or raise its error."""
@@ -107,9 +112,7 @@ class RunBatcher:
         batch = self._take()
         if not batch:
             return False
-        self.batches += 1
         self.largest = max(self.largest, len(batch))
-        self.served.extend((self.batches, j.tenant, j.svm.name) for j in batch)
         self.serving = True
         try:
             self._serve(batch)
@@ -131,6 +134,8 @@ class RunBatcher:
                 if job.steps == lead.steps and all(j.svm is not job.svm for j in batch) \
                         and self._fits(batch + [job]):
                     batch.append(job)
+            self.batches += 1
+            self.served.extend((self.batches, j.tenant, j.svm.name) for j in batch)
             for job in batch:
                 self._queues[job.tenant].remove(job)
             for tenant in dict.fromkeys(j.tenant for j in batch):                # served: to the back

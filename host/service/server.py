@@ -316,7 +316,7 @@ def create_app(data, backend: str = "emulator", chips: int = 1, config=None, bod
     async def scheduler(request: Request):
         admin(request)      # read without the hypervisor's lock: answers while a run is in progress
         return {"batches": hv.batcher.batches, "largest_batch": hv.batcher.largest, "serving": hv.batcher.serving,
-                "queued": hv.batcher.queued(), "recent": [list(t) for t in list(hv.batcher.served)[-32:]]}
+                "queued": hv.batcher.queued(), "recent": [list(t) for t in hv.batcher.recent(32)]}
 
     @app.post("/admin/migrate")
     async def migrate(request: Request):

@@ -62,3 +62,30 @@ def test_unknown_points_and_foreign_files_are_named_and_change_nothing(tmp_path)
     (tmp_path / "cut.json").write_text("{")
     with pytest.raises(CoverageError, match=r"cut\.json: not a coverage file"):
         CoverageDB.merge_files([tmp_path / "cut.json"])
+
+
+def test_chip_stream_points_come_from_the_commands_and_the_golden_answers():
+    """RUN domain sets are read from the framed command stream, faults from the answers by cause and origin."""
+    import numpy as np
+
+    from neurovm.config import HV_VM, ChipConfig
+    from neurovm.emulator import Chip
+    from neurovm.formats import ALL_DOMAINS, Region
+    from neurovm.host import protocol as P
+    from neurovm.host.verify.coverage import chip_stream_hits
+
+    golden = Chip(ChipConfig(mesh_width=2, mesh_height=1, neurons_per_core=4, synapses_per_core=8,
+                             axons_per_core=4, fanout_per_core=4, max_vms=2, vcores_per_vm=2))
+    # a WRITE whose data words look like RUN headers: framing must skip them
+    fake_run = P.encode_run(1, domains=0b1)[0]
+    words = (P.encode_mmu_map(0, 0, 0) + P.encode_write(HV_VM, 1, Region.SYN, 0, [fake_run, 0])
+             + P.encode_run(2, domains=ALL_DOMAINS) + P.encode_run(1, domains=0b1) + P.encode_run(1, domains=0b11)
+             + P.encode_inject(0, 1, 0)                        # VM 0 has no vcore 1: UNMAPPED from the host
+             + [(P.encode_run(1, domains=0b1)[0] & ~(0x7 << 24))])   # a RUN from guest VM 0: PRIVILEGE
+    hits = chip_stream_hits(words, golden.feed(words))
+    assert hits["chip.run_all_domains"] == 1
+    assert hits["chip.run_gated"] == 2 and hits["chip.run_one_guest"] == 1
+    assert hits["chip.fault.UNMAPPED.HOST"] == 1 and hits["chip.fault.PRIVILEGE.HOST"] == 1
+    assert "chip.fault.CROSS_VM.FANOUT" not in hits
+    assert all(name in COVER_POINTS for name in hits)
+    np.testing.assert_array_equal(golden.feed([]), [])

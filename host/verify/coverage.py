@@ -17,7 +17,8 @@ import json
 from pathlib import Path
 
 from neurovm.atomic import atomic_write
-from neurovm.formats import ErrorCode
+from neurovm.config import HV_VM
+from neurovm.formats import ALL_DOMAINS, COMMAND_FORMATS, ErrorCode, FaultCause, FaultOrigin, Opcode, command_length
 
 COVERAGE_VERSION = 1
 
@@ -58,10 +59,62 @@ COVER_POINTS: dict[str, tuple[str, str]] = {
     "chip.resync": ("dut", "a resync sequence answered"),
     **{f"chip.error.{code.name}": ("model", f"a malformed command answered with error {code.name}")
        for code in ErrorCode},
-    "chip.fault.PRIVILEGE": ("model", "a guest's privileged command answered with a PRIVILEGE fault"),
+    **{f"chip.fault.{cause.name}.{origin.name}": ("model", f"a {cause.name} fault from a "
+                                                          f"{'host command' if origin == FaultOrigin.HOST else 'fan-out spike'}")
+       for cause, origin in ((FaultCause.UNMAPPED, FaultOrigin.HOST), (FaultCause.PERMISSION, FaultOrigin.HOST),
+                             (FaultCause.PRIVILEGE, FaultOrigin.HOST), (FaultCause.CORE_OWNED, FaultOrigin.HOST),
+                             (FaultCause.UNMAPPED, FaultOrigin.FANOUT), (FaultCause.CROSS_VM, FaultOrigin.FANOUT))},
+    "chip.run_all_domains": ("model", "a RUN stepping every domain (the chip-wide step)"),
+    "chip.run_gated": ("model", "a gated RUN: some domains named, the other cores frozen"),
+    "chip.run_one_guest": ("model", "a RUN naming exactly one guest VM's domain"),
     "chip.cmd_backpressure": ("dut", "the command stream held valid while the chip stalled it"),
     "chip.out_backpressure": ("dut", "the output stream held valid while the host stalled it"),
 }
+
+
+def chip_stream_hits(commands, outputs) -> dict[str, int]:
+    """The chip's model-side cover points of one command stream and its (golden) output.
+
+    Parameters
+    ----------
+    commands : iterable of int
+        Command words, starting at a command boundary (§8.1 framing: the length comes from each
+        header, even for a malformed one).
+    outputs : iterable of int
+        The output words the emulator answered them with (§8.2).
+
+    Returns
+    -------
+    dict
+        ``chip.run_*`` per RUN header by its domain set, ``chip.fault.<cause>.<origin>`` per FAULT.
+    """
+    from neurovm.host import protocol as P
+
+    hits: dict[str, int] = {}
+
+    def hit(name: str) -> None:
+        if name in COVER_POINTS:
+            hits[name] = hits.get(name, 0) + 1
+
+    words, i = [int(w) for w in commands], 0
+    op_f, dom_f = COMMAND_FORMATS[Opcode.RUN]["op"], COMMAND_FORMATS[Opcode.RUN]["domains"]
+    while i < len(words):
+        header = words[i]
+        run = COMMAND_FORMATS[Opcode.RUN]
+        if (op_f.get(header) == Opcode.RUN and run["vm"].get(header) == HV_VM and run["steps"].get(header)
+                and not header & run.reserved_mask):   # a RUN the chip executes (refused ones step nothing)
+            domains = dom_f.get(header)
+            if domains == ALL_DOMAINS:
+                hit("chip.run_all_domains")
+            elif domains:
+                hit("chip.run_gated")
+                if bin(domains).count("1") == 1 and domains != 1 << HV_VM:
+                    hit("chip.run_one_guest")
+        i += command_length(header)
+    for msg in P.decode_output(outputs):
+        if isinstance(msg, P.Fault):
+            hit(f"chip.fault.{msg.cause.name}.{msg.origin.name}")
+    return hits
 
 
 class CoverageDB:

@@ -13,7 +13,9 @@ the **false-alarm rate** (spikes outside any pattern, per 1,000 steps), the dete
 and of the noise afferents; the same input stream without learning is the control.
 Writes docs/learning_curve.png and prints the table for BENCHMARKS.md.
 
-Run: ``.venv/bin/python benchmarks/learning_demo.py [--presentations 300] [--seed 0]``.
+Run: ``.venv/bin/python benchmarks/learning_demo.py [--presentations 300] [--seed 0] [--backend verilator]``;
+``--backend verilator`` repeats the learning run on the Verilator model of the HDL (spec §24.5) and
+requires its spikes and weights to be identical to the emulator's.
 """
 
 from __future__ import annotations
@@ -65,17 +67,32 @@ def network():
     return g
 
 
-def run(raster, learn: bool, chunk: int = 1000):
-    """Spike steps of the output neuron and the weights after each chunk (one VM, emulator)."""
+def demo_config():
+    """The one-core learning chip of the demo (room for the afferents and the output neuron)."""
     from neurovm.config import ChipConfig
+
+    size = AFFERENTS + 1
+    return ChipConfig(mesh_width=1, mesh_height=1, neurons_per_core=size, synapses_per_core=2 * size,
+                      axons_per_core=size, fanout_per_core=size, learning=1)
+
+
+def make_backend(name: str):
+    """The demo chip on the emulator or on the Verilator model of the HDL (spec §24.5)."""
     from neurovm.host.backend import EmulatorBackend
+
+    if name == "verilator":
+        from neurovm.host.verilator import VerilatorBackend
+
+        return VerilatorBackend(demo_config())
+    return EmulatorBackend(demo_config())
+
+
+def run(raster, learn: bool, chunk: int = 1000, backend: str = "emulator"):
+    """Spike steps of the output neuron and the weights after each chunk (one VM)."""
     from neurovm.host.runtime import Chip
     from neurovm.image import LearningRule
 
-    size = AFFERENTS + 1
-    cfg = ChipConfig(mesh_width=1, mesh_height=1, neurons_per_core=size, synapses_per_core=2 * size,
-                     axons_per_core=size, fanout_per_core=size, learning=1)
-    chip = Chip(EmulatorBackend(cfg))
+    chip = Chip(make_backend(backend))
     vm = chip.create_vm("masquelier")
     vm.load(network())
     vm.set_learning(LearningRule(**RULE, enable=0))
@@ -162,6 +179,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presentations", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backend", choices=["emulator", "verilator"], default="emulator",
+                    help="verilator: run the learning run on the Verilator model of the HDL as well and "
+                         "require spikes and weights identical to the emulator's")
     ap.add_argument("--plot", default=str(Path(__file__).resolve().parents[1] / "docs" / "learning_curve.png"))
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
@@ -170,6 +190,16 @@ def main(argv=None):
     spikes, weights = run(raster, learn=True)
     wall = time.perf_counter() - t0
     c_spikes, _ = run(raster, learn=False)
+    if args.backend == "verilator":
+        t1 = time.perf_counter()
+        v_spikes, v_weights = run(raster, learn=True, backend="verilator")
+        v_wall = time.perf_counter() - t1
+        same = np.array_equal(v_spikes, spikes) and all(
+            tv == te and np.array_equal(wv, we) for (tv, wv), (te, we) in zip(v_weights, weights))
+        print(f"Verilator model of the HDL: learning run {v_wall:.1f} s ({raster.shape[0] / v_wall:.0f} steps/s); "
+              f"spikes and weights after every chunk identical to the emulator: {same}")
+        if not same:
+            raise SystemExit("the Verilator model and the emulator learned differently")
     curves = {}
     for name, sp in (("stdp", spikes), ("control", c_spikes)):
         hit, lat, fa, noise_steps, in_window = score(sp, onsets, raster.shape[0])

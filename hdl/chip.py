@@ -42,9 +42,6 @@ class NeuroChip(wiring.Component):
     """
 
     def __init__(self, config: ChipConfig):
-        if config.learning:
-            raise NotImplementedError("hdl: ChipConfig.learning=1 (on-chip learning, spec §24) is not implemented "
-                                      "in the HDL yet; the emulator has it (neurovm.open('emulator', config))")
         self.config = config
         super().__init__({
             "cmd": In(stream.Signature(32)),
@@ -92,6 +89,8 @@ class NeuroChip(wiring.Component):
             ]
             with m.If(inj.valid):
                 m.d.comb += core.events.payload.eq(inj.payload)
+            if c.learning:   # the core's domain timestep, for its epoch test (§24.4 step 5)
+                m.d.comb += core.t_dom.eq(hif.core_t[p])
         return m
 
 

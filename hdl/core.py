@@ -42,9 +42,10 @@ from neurovm.config import (
     WEIGHT_EXP_MIN,
     ChipConfig,
 )
-from neurovm.formats import CFG_REQUEST, COUNTER_BITS, REGIONS, WORD_BITS, CfgOp, Region
+from neurovm.formats import CFG_REQUEST, COUNTER_BITS, WORD_BITS, CfgOp, Region, region_specs
 
-from .layouts import CORE_COUNTERS, LINK_LAYOUTS, REGION_LAYOUTS, counter_port, storage_layout
+from .layouts import CORE_COUNTERS, LINK_LAYOUTS, REGION_LAYOUTS, counter_port, region_layout, storage_layout
+from .learning import EPOCH_T_BITS, learn_axon_sweep, learn_memories, learn_phase, learn_ports, learn_read_cases
 
 __all__ = ["LifCore", "CorePhase", "OUT_FIFO_DEPTH", "RSP_FIFO_DEPTH"]
 
@@ -71,22 +72,23 @@ class CorePhase(enum.Enum, shape=3):
     START = 3    # step requested: draining in-flight events into bank cur
     RUN = 4      # step running: neuron pipeline + emitter; events go to bank cur^1
     COMMIT = 5   # step committed: draining in-flight events, then cur ^= 1
+    LEARN = 6    # learning chips, LEARN_RULE.enable = 1: the learning pass and the post traces (§24.5)
 
 
-def _word_of(m: Module, region: Region, stored) -> Signal:
+def _word_of(m: Module, region: Region, config: ChipConfig, stored) -> Signal:
     """The 32-bit memory word (§5 format) of a stored entry (sign/zero-extends each field)."""
-    word = Signal(REGION_LAYOUTS[region], name=f"word_{region.name.lower()}")
+    word = Signal(region_layout(region, config), name=f"word_{region.name.lower()}")
     m.d.comb += word.eq(0)   # reserved bits read as 0
-    for name in REGIONS[region].fmt.fields:
+    for name in region_specs(config)[region].fmt.fields:
         m.d.comb += getattr(word, name).eq(getattr(stored, name))
     return word
 
 
 def _stored_of(m: Module, region: Region, config: ChipConfig, word_bits) -> Signal:
     """The stored form of a (validated) 32-bit memory word."""
-    word = data.View(REGION_LAYOUTS[region], word_bits)
+    word = data.View(region_layout(region, config), word_bits)
     stored = Signal(storage_layout(region, config), name=f"stored_{region.name.lower()}")
-    for name in REGIONS[region].fmt.fields:
+    for name in region_specs(config)[region].fmt.fields:
         m.d.comb += getattr(stored, name).eq(getattr(word, name))
     return stored
 
@@ -125,6 +127,9 @@ class LifCore(wiring.Component):
         No event in the synapse pipeline.
     syn_ops, neuron_updates, spikes_out, busy_cycles : Out(32)
         Telemetry counters 0, 1, 2 and 7 of §9.1 (32-bit, wrapping).
+    t_dom : In(7)
+        Learning chips only (``config.learning = 1``, §24.5): the low bits of the core's domain
+        timestep ``T[d]`` of the current step, for the learning engine's epoch test.
     """
 
     def __init__(self, config: ChipConfig):
@@ -140,6 +145,8 @@ class LifCore(wiring.Component):
             "done": Out(1),
             "syn_idle": Out(1),
             **{counter_port(cn): Out(COUNTER_BITS) for cn in CORE_COUNTERS},
+            # learning chips: the low bits of the core's domain timestep T[d] (this step's, §24.4 step 5)
+            **({"t_dom": In(EPOCH_T_BITS)} if config.learning else {}),
         })
 
     def elaborate(self, platform):
@@ -150,11 +157,18 @@ class LifCore(wiring.Component):
         x.c = c
         x.N, x.S, x.A, x.F = c.neurons_per_core, c.synapses_per_core, c.axons_per_core, c.fanout_per_core
         x.nrange = range(max(2, x.N))   # neuron index registers: at least 1 bit (Verilog has no 0-bit vectors)
+        x.learn = SimpleNamespace() if c.learning else None   # the learning engine's signals (hdl/learning.py)
+        x.events = self.events
+        x.Phase = CorePhase   # for hdl/learning.py (which core.py imports)
+        x.t_dom = getattr(self, "t_dom", None)
         self._memories(m, x)
         self._registers(m, x)
         self._config_port(m, x)
         self._synapse_pipeline(m, x)
         self._neuron_pipeline(m, x)
+        if c.learning:
+            learn_memories(m, x)
+            learn_axon_sweep(m, x)
         self._emitter(m, x)
         self._sweeps(m, x)
         self._config_port_mux(m, x)
@@ -163,6 +177,9 @@ class LifCore(wiring.Component):
         self._sweep_ports(m, x)
         self._read_responses(m, x)
         self._control_phases(m, x)
+        if c.learning:   # after the core's stages: the LEARN phase's assignments override theirs
+            learn_phase(m, x)
+            learn_ports(m, x)
         return m
 
     def _memories(self, m, x):
@@ -176,7 +193,9 @@ class LifCore(wiring.Component):
             mem = memory.Memory(shape=storage_layout(r, c), depth=max(2, depth.get(r, N)), init=[])
             m.submodules[f"mem_{r.name.lower()}"] = mems[r] = mem
             wr[r] = mem.write_port()
-            rd[r] = mem.read_port()
+            # learning chips: the pass writes a SYN entry in the clock the next list may read it (§24.5)
+            learn_syn = c.learning and r is Region.SYN
+            rd[r] = mem.read_port(transparent_for=(wr[r],) if learn_syn else ())
         acc_shape = signed(STATE_BITS)
         acc_mem, acc_rd, acc_wr = [], [], []
         for b in range(2):
@@ -246,14 +265,17 @@ class LifCore(wiring.Component):
         ev_open = ((phase == CorePhase.IDLE) & ~self.cfg.valid) | (phase == CorePhase.RUN)
         ax_data = rd[Region.AXON].data
         w_last = w_active & (w_rem == 1)
-        ax_take = ax_valid & (~w_active | w_last)
+        ax_take = Signal()   # the walker loads the list on the AXON port (LEARN: hdl/learning.py overrides)
+        m.d.comb += ax_take.eq(ax_valid & (~w_active | w_last))
         ax_en = ~ax_valid | ax_take     # the AXON port holds its data while the walker is busy
+        ax_fill = Signal()   # an axon enters E: an accepted event (or, in LEARN, the pass's next axon)
+        m.d.comb += ax_fill.eq(self.events.valid & self.events.ready)
         m.d.comb += [
             self.events.ready.eq(ev_open & ax_en),
             rd[Region.AXON].en.eq(ax_en),
         ]
         with m.If(ax_en):
-            m.d.sync += ax_valid.eq(self.events.valid & self.events.ready)
+            m.d.sync += ax_valid.eq(ax_fill)
         with m.If(w_active):
             m.d.sync += [w_ptr.eq(w_ptr + 1), w_rem.eq(w_rem - 1)]
             with m.If(w_rem == 1):
@@ -273,8 +295,10 @@ class LifCore(wiring.Component):
         acc_sum = Signal(acc_shape)
         acc_rd_syn = Mux(syn_bank, acc_rd[1].data, acc_rd[0].data)
         m.d.comb += acc_sum.eq(acc_rd_syn + s3_sw)
-        with m.If(s3_valid):
+        counted = s3_valid & (phase != CorePhase.LEARN) if c.learning else s3_valid   # the pass is no synaptic op
+        with m.If(counted):
             m.d.sync += cnt_regs["syn_ops"].eq(cnt_regs["syn_ops"] + 1)
+        x.ax_en, x.ax_fill, x.ax_take, x.ax_valid = ax_en, ax_fill, ax_take, ax_valid
         x.acc_sum, x.s2_valid, x.s3_target, x.s3_valid, x.syn = acc_sum, s2_valid, s3_target, s3_valid, syn
         x.syn_bank, x.syn_empty, x.w_active, x.w_ptr = syn_bank, syn_empty, w_active, w_ptr
 
@@ -348,7 +372,7 @@ class LifCore(wiring.Component):
         m.submodules.spike_fifo = spike_fifo = fifo.SyncFIFOBuffered(width=max(1, ceil_log2(N)), depth=max(3, N))
         m.d.comb += [spike_fifo.w_data.eq(u2_n), spike_fifo.w_en.eq(u2_valid & fire)]
         x.ref_new, x.spike_fifo, x.u0, x.u1_valid, x.u2_n = ref_new, spike_fifo, u0, u1_valid, u2_n
-        x.u2_valid, x.u_new, x.upd_ptr, x.v_new = u2_valid, u_new, upd_ptr, v_new
+        x.u2_valid, x.u_new, x.upd_ptr, x.v_new, x.fire = u2_valid, u_new, upd_ptr, v_new, fire
 
     def _emitter(self, m, x):
         """Per spiking neuron: FANOUT_PTR, the report item, one item per FANOUT entry; and ``done``."""
@@ -408,9 +432,11 @@ class LifCore(wiring.Component):
             m.d.comb += [item.axon.eq(fo.axon), item.vcore.eq(fo.vcore)]
 
         done = Signal()
-        m.d.comb += done.eq(
-            (phase == CorePhase.RUN) & ~u0 & ~u1_valid & ~u2_valid & (spike_fifo.level == 0)
-            & (e_state == 0) & ~it_valid & (out_fifo.level == 0))
+        finished = ((phase == CorePhase.RUN) & ~u0 & ~u1_valid & ~u2_valid & (spike_fifo.level == 0)
+                    & (e_state == 0) & ~it_valid & (out_fifo.level == 0))
+        if x.c.learning:   # learning chips: the axon sweep of RUN too (hdl/learning.py)
+            finished = finished & ~x.sweep_busy
+        m.d.comb += done.eq(finished)
         m.d.comb += self.done.eq(done)
         x.done, x.e_ptr = done, e_ptr
 
@@ -531,7 +557,7 @@ class LifCore(wiring.Component):
         with m.Switch(rd_region):
             for r in _MEM_REGIONS:
                 with m.Case(r):
-                    m.d.comb += rsp.eq(_word_of(m, r, rd[r].data))
+                    m.d.comb += rsp.eq(_word_of(m, r, x.c, rd[r].data))
             with m.Case(Region.ACC):
                 acc_word = Signal(REGION_LAYOUTS[Region.ACC])
                 acc_logical = Signal(acc_shape)     # the two banks' sum, wrapped to 24 bits
@@ -541,6 +567,8 @@ class LifCore(wiring.Component):
             with m.Case(Region.CORE_CFG):
                 cfg_word = Signal(REGION_LAYOUTS[Region.CORE_CFG])
                 m.d.comb += [cfg_word.eq(0), cfg_word.weight_exp.eq(weight_exp), cfg_word.n_active.eq(n_active), rsp.eq(cfg_word)]
+            if x.c.learning:
+                learn_read_cases(m, x, rsp)
         m.d.comb += [rsp_fifo.w_data.eq(rsp), rsp_fifo.w_en.eq(rd_pending)]
 
     def _control_phases(self, m, x):

@@ -48,9 +48,11 @@ from neurovm.formats import (
     Perm,
     Region,
     WordFormat,
+    region_specs,
 )
 
 from .core import CorePhase
+from .learning import EPOCH_T_BITS
 from .layouts import COMMAND_LAYOUTS, CORE_COUNTERS, CORE_COUNTERS_LAYOUT, LINK_LAYOUTS, MMU_ENTRY_LAYOUT, counter_port
 
 __all__ = ["HostInterface", "pack_word", "region_word_bad"]
@@ -83,7 +85,7 @@ def pack_word(fmt: WordFormat, **fields) -> Value:
 
 def region_word_bad(config: ChipConfig, region: Region, word: Value) -> Value:
     """True if ``word`` is not a legal memory word of ``region`` (§5; §8.3 check 10)."""
-    spec = REGIONS[region]
+    spec = region_specs(config)[region]
     bad = (word & spec.fmt.reserved_mask) != 0
     vals = {}
     for name, f in spec.fmt.fields.items():
@@ -145,6 +147,8 @@ class HostInterface(wiring.Component):
             "timestep": Out(WORD_BITS),
             "idle": Out(1),
             "at_boundary": Out(1),
+            # learning chips (§24.5): the low bits of each core's domain timestep T[d], for the epoch test
+            **({"core_t": Out(EPOCH_T_BITS).array(C)} if config.learning else {}),
         })
 
     # ================================================================== elaborate
@@ -157,6 +161,7 @@ class HostInterface(wiring.Component):
         self._host_translation(m, x)
         self._chip_counters(m, x)
         self._core_links(m, x)
+        self._core_timesteps(m, x)
         with m.FSM() as fsm:
             # nothing to do until more command words arrive (between commands, or inside one)
             m.d.comb += self.at_boundary.eq(fsm.ongoing("HDR"))
@@ -267,9 +272,11 @@ class HostInterface(wiring.Component):
         x.privileged = Cat(x.op == o for o in _PRIVILEGED).any()
         x.is_hv = x.f_vm == HV_VM
         # region sizes for the address check
-        x.sizes = Array(Const(REGIONS[Region(r)].size(c), REGION_ADDR_BITS + 1) if r in REGIONS.keys()
+        specs = region_specs(c)   # a learning chip has the regions 12-15 too (§24.1)
+        x.sizes = Array(Const(specs[r].size(c), REGION_ADDR_BITS + 1) if r in specs.keys()
                         else Const(0, REGION_ADDR_BITS + 1) for r in range(1 << x.f_region.shape().width))
-        x.region_ok = x.f_region <= max(REGIONS.keys())
+        every_id = max(specs.keys()) == (1 << x.f_region.shape().width) - 1   # a learning chip has all 16
+        x.region_ok = Const(1) if every_id else x.f_region <= max(specs.keys())
 
     def _host_translation(self, m, x):
         """(vm, vcore) of host commands through the MMU (§7.2): checks 7 (hypervisor core) and 9."""
@@ -347,7 +354,7 @@ class HostInterface(wiring.Component):
         # WRITE data word check (§8.3 check 10)
         x.bad_field = Signal()
         with m.Switch(x.f_region):
-            for r in REGIONS:
+            for r in region_specs(c):
                 with m.Case(r):
                     m.d.comb += x.bad_field.eq(region_word_bad(c, r, x.word_in))
         x.cfg_req = Signal(LINK_LAYOUTS["CFG_REQUEST"])
@@ -614,6 +621,12 @@ class HostInterface(wiring.Component):
                 m.d.sync += x.steps_left.eq(x.steps_left - 1)
                 self._emit(m, x, [pack_word(OUTPUT_FORMATS[OutType.STEP_END], type=OutType.STEP_END),
                                   x.timestep], _Ret.STEP_DONE)
+
+    def _core_timesteps(self, m, x):
+        """Learning chips: each core's domain timestep ``T[d]`` (low bits), for its epoch test (§24.4 step 5)."""
+        if self.config.learning:
+            for p in range(self.config.num_cores):
+                m.d.comb += self.core_t[p].eq(self._domain_timestep(x, self.mmu.core_dom[p]))
 
     def _domain_timestep(self, x, vm):
         """``T[vm]``: the timestep of the domain ``vm`` (a guest VM id, or HV_VM for bare-metal cores)."""

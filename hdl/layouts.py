@@ -13,11 +13,12 @@ from amaranth.lib import data
 
 from neurovm.config import ChipConfig
 from neurovm.formats import (COMMAND_FORMATS, COUNTER_BITS, LINK_FORMATS, MMU_ENTRY, OUTPUT_FORMATS, REGIONS, Counter,
-                             Region, WordFormat)
+                             Region, WordFormat, region_specs)
 
 __all__ = [
     "struct_layout", "storage_layout", "COMMAND_LAYOUTS", "OUTPUT_LAYOUTS", "REGION_LAYOUTS",
     "MMU_ENTRY_LAYOUT", "LINK_LAYOUTS", "CORE_COUNTERS", "CORE_COUNTERS_LAYOUT", "counter_port",
+    "region_layout",
 ]
 
 
@@ -61,13 +62,19 @@ def _field_shape(lo: int, hi: int):
     return signed(width)
 
 
-def storage_layout(region: Region, config: ChipConfig) -> data.StructLayout:
+def region_layout(region: int, config: ChipConfig) -> data.StructLayout:
+    """The 32-bit word layout of ``region`` on a chip of ``config`` (:func:`~neurovm.formats.region_specs`:
+    on a learning chip SYN has its ``fixed`` bit and the regions 12-15 exist)."""
+    return struct_layout(region_specs(config)[region].fmt)
+
+
+def storage_layout(region: int, config: ChipConfig) -> data.StructLayout:
     """How a core stores one word of ``region``: each field at the width its legal range needs.
 
     The host interface rejects illegal words (§8.3 check 10), so a legal word
     survives the round trip word -> storage -> word exactly, and the memories
     are no wider than the chip configuration requires.
     """
-    spec = REGIONS[region]
+    spec = region_specs(config)[region]
     bounds = spec.bounds(config)
     return data.StructLayout({name: _field_shape(*bounds[name]) for name in spec.fmt.fields})

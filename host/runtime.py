@@ -56,6 +56,11 @@ class LearningUnavailable(VMError, NotImplementedError):
     """On-chip learning (§24) asked of a backend or chip that does not implement it."""
 
 
+#: Backends (by name prefix) that run the learning engine of §24: the golden emulator and the
+#: Verilator model of the HDL (hdl/learning.py, co-simulated word for word).  Not yet the FPGA.
+_LEARNING_BACKENDS = ("emulator", "verilator")
+
+
 def _atomic(method):
     """Run ``method`` holding the chip's lock (a Chip's own, a VM's chip's): its exchanges
     do not interleave with another thread's."""
@@ -535,9 +540,10 @@ class VM:
         if not hv.config.learning:
             raise LearningUnavailable(f"VM {self.name!r}: the {hv.backend.name} chip has no learning engine "
                                       "(ChipConfig.learning=0; build the chip with learning=1)")
-        if not hv.backend.name.startswith("emulator"):
+        if not hv.backend.name.startswith(_LEARNING_BACKENDS):
             raise LearningUnavailable(f"VM {self.name!r}: on-chip learning is not implemented by the "
-                                      f"{hv.backend.name} backend yet (only the emulator learns, §24)")
+                                      f"{hv.backend.name} backend yet (the emulator and the Verilator model "
+                                      "of the HDL learn, §24)")
 
     def _read_region(self, vcore: int, region, addr: int, count: int) -> np.ndarray:
         """``count`` words of a region of one of this VM's vcores, read under the VM's own id

@@ -74,8 +74,66 @@ def random_image(rng, cfg: ChipConfig, activity: float = 1.0) -> CoreImage:
     )
 
 
-def random_workload(rng, cfg: ChipConfig, steps: int = 10) -> list[int]:
+def random_learning_rule(rng):
+    """A random §24 rule with the corners: rates -128/127/0, shifts 0/15, decays 0/4095, impulses 0/127."""
+    from neurovm.image import LearningRule
+
+    return LearningRule(a_plus=_pick(rng, [-128, 127, 0], -128, 127), a_minus=_pick(rng, [-128, 127, 0], -128, 127),
+                        s_plus=_pick(rng, [0, 15], 0, 15), s_minus=_pick(rng, [0, 15], 0, 15),
+                        epoch_log2=_pick(rng, [0], 0, 3), x_decay=_pick(rng, [0, 4095], 0, 4095),
+                        x_impulse=_pick(rng, [0, 127], 0, 127), y_decay=_pick(rng, [0, 4095], 0, 4095),
+                        y_impulse=_pick(rng, [0, 127], 0, 127), enable=int(rng.random() < 0.85))
+
+
+def random_learning_image(rng, cfg: ChipConfig) -> CoreImage:
+    """:func:`random_image` with a random rule, ``fixed`` bits, initial traces and excitable neurons
+    (low thresholds: enough post spikes for LTP and LTD, so weights move and saturate)."""
+    from neurovm.config import TRACE_MAX
+
+    img = random_image(rng, cfg, activity=2.0)
+    ns, na, n = len(img.weight), len(img.syn_start), img.num_neurons
+    vth = np.where(rng.random(n) < 0.7, rng.integers(0, 8, size=n), img.vth_mant)
+    img = CoreImage(**{**img.__dict__, "vth_mant": vth,
+                       "pre_x": rng.integers(0, TRACE_MAX + 1, size=na) if rng.random() < 0.5 else [],
+                       "post_y": rng.integers(0, TRACE_MAX + 1, size=n) if rng.random() < 0.5 else []})
+    return img.with_learning(random_learning_rule(rng), fixed=(rng.random(ns) < 0.2).astype(np.int64))
+
+
+def _learning_readback(cfg: ChipConfig) -> list[int]:
+    """READs of every core's learned state: SYN (weights, fixed), the traces, the rule registers."""
+    from neurovm.config import HV_VM
+    from neurovm.formats import LearnRegion, Region, region_specs
+    from neurovm.host import protocol as P
+
+    specs, w = region_specs(cfg), []
+    for p in range(cfg.num_cores):
+        for region in (Region.SYN, LearnRegion.PRE_TRACE, LearnRegion.POST_TRACE, LearnRegion.LEARN_CFG,
+                       LearnRegion.LEARN_RULE):
+            w += P.encode_read(HV_VM, p, region, 0, specs[region].size(cfg))
+    return w
+
+
+def _trace_write(rng, cfg: ChipConfig, vm: int, vc: int) -> list[int]:
+    """A WRITE of random (legal) trace words mid-run, as a context restore does (§24.1)."""
+    from neurovm.formats import LEARN_REGIONS, LearnRegion
+    from neurovm.host import protocol as P
+
+    region = LearnRegion.PRE_TRACE if rng.random() < 0.5 else LearnRegion.POST_TRACE
+    size = LEARN_REGIONS[region].size(cfg)
+    fmt = LEARN_REGIONS[region].fmt
+    n = int(rng.integers(1, size + 1))
+    addr = int(rng.integers(0, size - n + 1))
+    words = [fmt.pack(**{f: int(rng.integers(0, fmt[f].max + 1)) for f in fmt.fields}) for _ in range(n)]
+    return P.encode_write(vm, vc, region, addr, words)
+
+
+def random_workload(rng, cfg: ChipConfig, steps: int = 10, learning: bool = False) -> list[int]:
     """A whole random multi-VM session as one command stream (for backend co-simulation).
+
+    ``learning=True`` (a chip with ``cfg.learning = 1``): the images carry random rules, ``fixed``
+    bits and traces (:func:`random_learning_image`), traces are sometimes rewritten between RUNs,
+    and the final reads add every core's SYN, traces and rule.  ``learning=False`` (the default)
+    draws exactly the same random numbers as before this option existed.
 
     RESET, random translation tables (some cores left bare-metal), random images
     written by the hypervisor and by guests, injections through the hypervisor
@@ -95,7 +153,8 @@ def random_workload(rng, cfg: ChipConfig, steps: int = 10) -> list[int]:
     for p in range(cfg.num_cores):
         if rng.random() < 0.9:
             vm, vc = owner.get(p, (HV_VM, p)) if rng.random() < 0.5 else (HV_VM, p)
-            for region, data in random_image(rng, cfg).region_words(cfg).items():
+            img = random_learning_image(rng, cfg) if learning else random_image(rng, cfg)
+            for region, data in img.region_words(cfg).items():
                 w += P.encode_write(vm, vc, region, 0, data)
     done = 0
     while done < steps:
@@ -108,6 +167,9 @@ def random_workload(rng, cfg: ChipConfig, steps: int = 10) -> list[int]:
             vc = int(rng.integers(0, cfg.vcores_per_vm))
             w += P.encode_read(vm, vc, Region.STATE_V, 0, 1) if rng.random() < 0.5 else \
                 P.encode_write(vm, vc, Region.STATE_U, 0, [int(rng.integers(-50, 50)) & 0xFFFF_FFFF])
+        if learning and rng.random() < 0.2:
+            p = int(rng.integers(0, cfg.num_cores))
+            w += _trace_write(rng, cfg, *owner.get(p, (HV_VM, p)))
         k = int(rng.integers(1, 4))
         # half the RUNs are gated (§6.1): a random nonempty set of domains steps, the rest is frozen
         domains = ALL_DOMAINS if rng.random() < 0.5 else int(rng.integers(1, ALL_DOMAINS + 1))
@@ -121,4 +183,6 @@ def random_workload(rng, cfg: ChipConfig, steps: int = 10) -> list[int]:
         for region in (Region.STATE_U, Region.STATE_V, Region.STATE_REF, Region.ACC):
             w += P.encode_read(HV_VM, p, region, 0, N)
         w += P.encode_read_counters(HV_VM, p, 0, 7)
+    if learning:
+        w += _learning_readback(cfg)
     return w

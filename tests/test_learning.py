@@ -585,21 +585,21 @@ def test_relocation_carries_weights_traces_and_rule():
 
 
 def test_a_backend_without_the_learning_engine_refuses_by_name():
-    """Until the HDL learns (§24.5), a learning run on any backend but the emulator is refused, naming it."""
+    """A learning run on a backend without the learning engine (the FPGA bridge) is refused, naming it."""
     import networkx as nx
 
     from neurovm.host.backend import EmulatorBackend
     from neurovm.host.runtime import Chip as HvChip, LearningUnavailable
 
-    class NotYetLearning(EmulatorBackend):   # stands for the Verilator model (same protocol, no engine)
-        name = "verilator"
+    class NotYetLearning(EmulatorBackend):   # stands for the FPGA bridge (same protocol, no engine)
+        name = "fpga"
 
     chip = HvChip(NotYetLearning(ChipConfig(mesh_width=1, mesh_height=1, learning=1)))
     vm = chip.create_vm("v")
     g = nx.DiGraph()
     g.add_node(0, population="in")
     vm.load(g)
-    with pytest.raises(LearningUnavailable, match="not implemented by the verilator backend"):
+    with pytest.raises(LearningUnavailable, match="not implemented by the fpga backend"):
         vm.run(2, learn=True)
     assert len(vm.run(2)) == 0          # running without learning still works
 
@@ -628,12 +628,19 @@ def test_mapped_network_file_keeps_the_learning_settings(tmp_path):
     assert np.array_equal(back.post_y, learned.post_y)
 
 
-def test_the_hdl_refuses_a_learning_chip_by_name():
-    """The HDL has no learning engine yet: elaborating a learning chip says so instead of dropping it."""
+def test_the_hdl_elaborates_the_learning_engine_only_on_a_learning_chip():
+    """learning=1: every core has the §24 memories and the LEARN phase; learning=0: none of it exists."""
+    from amaranth.back import rtlil
+
     from neurovm.hdl.chip import NeuroChip as HdlChip
 
-    with pytest.raises(NotImplementedError, match=r"ChipConfig.learning=1.*not implemented in the HDL"):
-        HdlChip(ChipConfig(learning=1))
+    small = dict(mesh_width=1, mesh_height=1, neurons_per_core=4, synapses_per_core=8, axons_per_core=4,
+                 fanout_per_core=4)
+    with_engine = rtlil.convert(HdlChip(ChipConfig(**small, learning=1)))
+    without = rtlil.convert(HdlChip(ChipConfig(**small)))
+    for name in ("mem_pre_trace", "mem_post_trace", "mem_pend0", "mem_pend1", "mem_spk", "learn_rule", "stdp"):
+        assert name in with_engine, name
+        assert name not in without, name
 
 
 def test_the_client_reads_and_writes_learning_regions_on_a_learning_chip():

@@ -7,14 +7,17 @@ import json
 
 import pytest
 
-from neurovm.formats import ErrorCode
-from neurovm.host.verify.coverage import COVER_POINTS, CoverageDB, CoverageError
+from neurovm.formats import ErrorCode, Opcode
+from neurovm.host.verify.coverage import COVER_POINTS, ERROR_CROSS, CoverageDB, CoverageError
 
 
 def test_points_cover_each_block_and_every_error_code():
     blocks = {name.split(".")[0] for name in COVER_POINTS}
     assert blocks == {"core", "mesh", "chip"}
-    assert {f"chip.error.{c.name}" for c in ErrorCode} <= set(COVER_POINTS)
+    crossed = {name.split(".")[2] for name in COVER_POINTS if name.startswith("chip.error.")}
+    assert crossed == {c.name for c in ErrorCode}                                   # every code ...
+    assert {f"chip.error.RESERVED_BITS.{op.name}" for op in Opcode} <= set(COVER_POINTS)   # ... x its opcodes
+    assert "chip.error.BAD_FIELD.WRITE" in COVER_POINTS and "chip.error.BAD_FIELD.READ" not in COVER_POINTS
     assert all(where in ("dut", "model") for where, _ in COVER_POINTS.values())
 
 
@@ -22,12 +25,13 @@ def test_runs_merge_by_summing_and_the_check_names_each_point_never_hit(tmp_path
     one, two = CoverageDB(), CoverageDB()
     one.hit("core.spike_out", 3)
     two.hit("core.spike_out")
-    two.hit("chip.error.BAD_VM", 2)
+    two.hit("chip.error.BAD_VM.READ", 2)
     one.save(tmp_path / "a.json")
     two.save(tmp_path / "b.json")
     merged = CoverageDB.merge_files([tmp_path / "a.json", tmp_path / "b.json"])
-    assert merged.hits["core.spike_out"] == 4 and merged.hits["chip.error.BAD_VM"] == 2
-    assert merged.missing(("chip.error.",)) == [f"chip.error.{c.name}" for c in ErrorCode if c.name != "BAD_VM"]
+    assert merged.hits["core.spike_out"] == 4 and merged.hits["chip.error.BAD_VM.READ"] == 2
+    assert merged.missing(("chip.error.BAD_VM.",)) == [f"chip.error.BAD_VM.{op.name}" for op in ERROR_CROSS[ErrorCode.BAD_VM]
+                                                       if op != Opcode.READ]
     with pytest.raises(CoverageError, match=r"cover points never hit: .*core\.fault_item") as err:
         merged.check(("core.",))
     assert "core.spike_out" not in str(err.value)
@@ -82,10 +86,12 @@ def test_chip_stream_points_come_from_the_commands_and_the_golden_answers():
              + P.encode_run(2, domains=ALL_DOMAINS) + P.encode_run(1, domains=0b1) + P.encode_run(1, domains=0b11)
              + P.encode_inject(0, 1, 0)                        # VM 0 has no vcore 1: UNMAPPED from the host
              + [(P.encode_run(1, domains=0b1)[0] & ~(0x7 << 24))])   # a RUN from guest VM 0: PRIVILEGE
-    hits = chip_stream_hits(words, golden.feed(words))
+    first = golden.stream_index
+    hits = chip_stream_hits(words, golden.feed(words), first)
     assert hits["chip.run_all_domains"] == 1
     assert hits["chip.run_gated"] == 2 and hits["chip.run_one_guest"] == 1
     assert hits["chip.fault.UNMAPPED.HOST"] == 1 and hits["chip.fault.PRIVILEGE.HOST"] == 1
+    assert hits["chip.error.BAD_FIELD.WRITE"] == 1   # the fake RUN as a SYN data word: its WRITE, not a RUN
     assert "chip.fault.CROSS_VM.FANOUT" not in hits
     assert all(name in COVER_POINTS for name in hits)
     np.testing.assert_array_equal(golden.feed([]), [])

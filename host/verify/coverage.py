@@ -35,6 +35,19 @@ def _mesh_points(nodes: int = 4) -> dict:
     return points
 
 
+#: Which commands can fail each check of spec §8.3 (the opcode x error-code cross): RESERVED_BITS
+#: every defined opcode (MMU_MAP: its header or its entry word), BAD_VM every opcode with a ``vm``
+#: field, BAD_LENGTH check 5, BAD_REGION check 6, BAD_ADDRESS checks 7 and 8, BAD_FIELD check 10.
+ERROR_CROSS: dict[ErrorCode, tuple[Opcode, ...]] = {
+    ErrorCode.RESERVED_BITS: tuple(Opcode),
+    ErrorCode.BAD_VM: tuple(op for op in Opcode if "vm" in COMMAND_FORMATS[op].fields),
+    ErrorCode.BAD_LENGTH: (Opcode.WRITE, Opcode.READ, Opcode.RUN, Opcode.READ_COUNTERS),
+    ErrorCode.BAD_REGION: (Opcode.WRITE, Opcode.READ),
+    ErrorCode.BAD_ADDRESS: (Opcode.WRITE, Opcode.READ, Opcode.INJECT, Opcode.MMU_MAP, Opcode.READ_COUNTERS,
+                            Opcode.RESET),
+    ErrorCode.BAD_FIELD: (Opcode.WRITE,),
+}
+
 #: name -> (where sampled, what it means)
 COVER_POINTS: dict[str, tuple[str, str]] = {
     "core.spike_out": ("dut", "a spike item on the core's output stream"),
@@ -57,8 +70,9 @@ COVER_POINTS: dict[str, tuple[str, str]] = {
     "core.negative_weight_exponent": ("model", "synaptic ops under a negative weight exponent"),
     **_mesh_points(),
     "chip.resync": ("dut", "a resync sequence answered"),
-    **{f"chip.error.{code.name}": ("model", f"a malformed command answered with error {code.name}")
-       for code in ErrorCode},
+    "chip.error.UNKNOWN_OPCODE": ("model", "an undefined opcode answered with error UNKNOWN_OPCODE"),
+    **{f"chip.error.{code.name}.{op.name}": ("model", f"a malformed {op.name} answered with error {code.name}")
+       for code, ops in ERROR_CROSS.items() for op in ops},
     **{f"chip.fault.{cause.name}.{origin.name}": ("model", f"a {cause.name} fault from a "
                                                           f"{'host command' if origin == FaultOrigin.HOST else 'fan-out spike'}")
        for cause, origin in ((FaultCause.UNMAPPED, FaultOrigin.HOST), (FaultCause.PERMISSION, FaultOrigin.HOST),
@@ -72,7 +86,7 @@ COVER_POINTS: dict[str, tuple[str, str]] = {
 }
 
 
-def chip_stream_hits(commands, outputs) -> dict[str, int]:
+def chip_stream_hits(commands, outputs, first_index: int = 0) -> dict[str, int]:
     """The chip's model-side cover points of one command stream and its (golden) output.
 
     Parameters
@@ -82,11 +96,15 @@ def chip_stream_hits(commands, outputs) -> dict[str, int]:
         header, even for a malformed one).
     outputs : iterable of int
         The output words the emulator answered them with (§8.2).
+    first_index : int
+        Stream index (§8.3) of the first command word: an ERROR names its word by that index, so
+        the error is counted against the opcode of the command the word belongs to.
 
     Returns
     -------
     dict
-        ``chip.run_*`` per RUN header by its domain set, ``chip.fault.<cause>.<origin>`` per FAULT.
+        ``chip.run_*`` per RUN header by its domain set, ``chip.fault.<cause>.<origin>`` per FAULT,
+        ``chip.error.<code>.<opcode>`` per ERROR.
     """
     from neurovm.host import protocol as P
 
@@ -98,8 +116,10 @@ def chip_stream_hits(commands, outputs) -> dict[str, int]:
 
     words, i = [int(w) for w in commands], 0
     op_f, dom_f = COMMAND_FORMATS[Opcode.RUN]["op"], COMMAND_FORMATS[Opcode.RUN]["domains"]
+    op_of_word: list[int] = []
     while i < len(words):
         header = words[i]
+        op_of_word += [op_f.get(header)] * command_length(header)
         run = COMMAND_FORMATS[Opcode.RUN]
         if (op_f.get(header) == Opcode.RUN and run["vm"].get(header) == HV_VM and run["steps"].get(header)
                 and not header & run.reserved_mask):   # a RUN the chip executes (refused ones step nothing)
@@ -114,6 +134,12 @@ def chip_stream_hits(commands, outputs) -> dict[str, int]:
     for msg in P.decode_output(outputs):
         if isinstance(msg, P.Fault):
             hit(f"chip.fault.{msg.cause.name}.{msg.origin.name}")
+        elif isinstance(msg, P.ErrorMsg):
+            local = (msg.index - first_index) % (1 << 32)
+            if msg.code == ErrorCode.UNKNOWN_OPCODE:
+                hit("chip.error.UNKNOWN_OPCODE")
+            elif local < len(op_of_word) and op_of_word[local] in Opcode._value2member_map_:
+                hit(f"chip.error.{msg.code.name}.{Opcode(op_of_word[local]).name}")
     return hits
 
 

@@ -2,9 +2,13 @@
 // neurovm.host.verilator through ctypes.  Python never runs per clock: it
 // pushes command words, asks for N cycles / N output words / idle, and pulls
 // the output words.  The output stream is always ready (the host never stalls).
+//
+// The model may be compiled with -fvisibility=hidden (host/verilator.py): only
+// the nv_* functions below are exported, so calls inside the library bind
+// directly instead of through the PLT.
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <deque>
 #include <vector>
 
 #include "Vchip_pins.h"
@@ -16,7 +20,8 @@
 struct Model {
     VerilatedContext* ctx;
     Vchip_pins* top;
-    std::deque<uint32_t> in;
+    std::vector<uint32_t> in;   // pushed command words; in[in_head:] not yet consumed
+    size_t in_head = 0;
     std::vector<uint32_t> out;
     uint64_t cycles = 0;
 #if VM_TRACE
@@ -24,10 +29,13 @@ struct Model {
 #endif
 };
 
+static inline bool in_empty(const Model* m) { return m->in_head == m->in.size(); }
+
 static void tick(Model* m) {
     Vchip_pins* t = m->top;
-    t->cmd_valid = !m->in.empty();
-    t->cmd_data = m->in.empty() ? 0 : m->in.front();
+    const bool have = !in_empty(m);
+    t->cmd_valid = have;
+    t->cmd_data = have ? m->in[m->in_head] : 0;
     t->out_ready = 1;
     t->clk = 0;
     t->eval();
@@ -42,14 +50,16 @@ static void tick(Model* m) {
 #if VM_TRACE
     if (m->tfp) m->tfp->dump(2 * m->cycles + 1);
 #endif
-    if (take_in) m->in.pop_front();
+    if (take_in) m->in_head++;
     if (take_out) m->out.push_back(word);
     m->cycles++;
 }
 
+#define NV_API __attribute__((visibility("default")))
+
 extern "C" {
 
-void* nv_create(const char* trace_path) {
+NV_API void* nv_create(const char* trace_path) {
     Model* m = new Model;
     m->ctx = new VerilatedContext;
     m->top = new Vchip_pins{m->ctx};
@@ -69,7 +79,7 @@ void* nv_create(const char* trace_path) {
     return m;
 }
 
-void nv_destroy(void* h) {
+NV_API void nv_destroy(void* h) {
     Model* m = static_cast<Model*>(h);
 #if VM_TRACE
     if (m->tfp) { m->tfp->close(); delete m->tfp; }
@@ -80,27 +90,34 @@ void nv_destroy(void* h) {
     delete m;
 }
 
-void nv_push(void* h, const uint32_t* words, uint64_t n) {
+NV_API void nv_push(void* h, const uint32_t* words, uint64_t n) {
     Model* m = static_cast<Model*>(h);
+    if (in_empty(m)) {   // drop the consumed words: all of them, or the front half once it is large
+        m->in.clear();
+        m->in_head = 0;
+    } else if (m->in_head >= 4096 && 2 * m->in_head >= m->in.size()) {
+        m->in.erase(m->in.begin(), m->in.begin() + static_cast<std::ptrdiff_t>(m->in_head));
+        m->in_head = 0;
+    }
     m->in.insert(m->in.end(), words, words + n);
 }
 
 // Run until: every pushed word is consumed and the chip is idle (until_idle),
 // or at least `want_words` output words are waiting (want_words > 0), or
 // `max_cycles` cycles ran.  Returns the cycles run.
-uint64_t nv_run(void* h, uint64_t max_cycles, uint64_t want_words, int until_idle) {
+NV_API uint64_t nv_run(void* h, uint64_t max_cycles, uint64_t want_words, int until_idle) {
     Model* m = static_cast<Model*>(h);
     const uint64_t start = m->cycles;
     while (m->cycles - start < max_cycles) {
         if (want_words && m->out.size() >= want_words) break;
         // `idle` depends on registers only, so the value after the last clock edge is current
-        if (until_idle && m->in.empty() && m->top->idle) break;
+        if (until_idle && in_empty(m) && m->top->idle) break;
         tick(m);
     }
     return m->cycles - start;
 }
 
-uint64_t nv_pull(void* h, uint32_t* buf, uint64_t max) {
+NV_API uint64_t nv_pull(void* h, uint32_t* buf, uint64_t max) {
     Model* m = static_cast<Model*>(h);
     uint64_t n = m->out.size() < max ? m->out.size() : max;
     if (n) {
@@ -110,10 +127,13 @@ uint64_t nv_pull(void* h, uint32_t* buf, uint64_t max) {
     return n;
 }
 
-uint64_t nv_available(void* h) { return static_cast<Model*>(h)->out.size(); }
-uint64_t nv_pending(void* h) { return static_cast<Model*>(h)->in.size(); }
-uint64_t nv_cycles(void* h) { return static_cast<Model*>(h)->cycles; }
-uint32_t nv_timestep(void* h) { return static_cast<Model*>(h)->top->timestep; }
-int nv_at_boundary(void* h) { return static_cast<Model*>(h)->top->at_boundary; }
+NV_API uint64_t nv_available(void* h) { return static_cast<Model*>(h)->out.size(); }
+NV_API uint64_t nv_pending(void* h) {
+    const Model* m = static_cast<Model*>(h);
+    return m->in.size() - m->in_head;
+}
+NV_API uint64_t nv_cycles(void* h) { return static_cast<Model*>(h)->cycles; }
+NV_API uint32_t nv_timestep(void* h) { return static_cast<Model*>(h)->top->timestep; }
+NV_API int nv_at_boundary(void* h) { return static_cast<Model*>(h)->top->at_boundary; }
 
 }  // extern "C"

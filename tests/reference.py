@@ -85,6 +85,10 @@ class RefChip:
     def step(self):
         """One timestep; returns the ordered list of (kind, ...) output events."""
         self.t += 1
+        return self._fan_out(self._update_neurons())
+
+    def _update_neurons(self) -> list[tuple[int, int]]:
+        """The neuron update of every active neuron (§4); the spiking ``(core, neuron)`` in order."""
         spiking = []
         for p, core in enumerate(self.cores):
             img = core.image
@@ -110,6 +114,10 @@ class RefChip:
                     spiking.append((p, i))
                 else:
                     core.v[i] = v
+        return spiking
+
+    def _fan_out(self, spiking: list[tuple[int, int]]) -> list:
+        """Report and fan out the spikes (§6.1 item 2), delivering the packets; the output events."""
         events, packets = [], []
         for p, i in spiking:  # already in (core, neuron) order
             core, img = self.cores[p], self.cores[p].image

@@ -24,7 +24,7 @@ from neurovm.host import protocol as P
 from neurovm.image import CoreImage, ImageError, LearningRule
 
 from .randnet import random_image, random_mmu
-from .reference import HV, RefChip, decay_toward_zero, saturate_v, scaled_weight, wrap24
+from .reference import RefChip, scaled_weight, wrap24
 
 
 # ---------------------------------------------------------------------------
@@ -77,8 +77,8 @@ class LearnRef(RefChip):
         self.t += 1
         pre = [list(p) for p in self.pend]
         self.pend = [[0] * len(p) for p in self.pend]
-        spiking = self._neurons()
-        events = self._fanout(spiking)
+        spiking = self._update_neurons()
+        events = self._fan_out(spiking)
         for p, rule in self.rules.items():
             if rule.enable and self.cores[p].image is not None:
                 post = [0] * self.cfg.neurons_per_core
@@ -112,51 +112,6 @@ class LearnRef(RefChip):
                 y0[i] = 0
         for i in range(N):
             y[i] = trace_next(y[i], r.y_decay, r.y_impulse, post[i])
-
-    def _neurons(self):
-        spiking = []
-        for p, core in enumerate(self.cores):
-            img = core.image
-            if img is None:
-                continue
-            n_active = img.num_neurons if img.n_active is None else img.n_active
-            for i in range(n_active):
-                def par(name):
-                    a = getattr(img, name)
-                    return int(a[i]) if i < len(a) else 0
-                a = core.acc[i]
-                core.acc[i] = 0
-                core.u[i] = wrap24(decay_toward_zero(core.u[i], par("du") + 1) + a)
-                if core.ref[i] > 0:
-                    core.v[i] = 0
-                    core.ref[i] -= 1
-                    continue
-                v = saturate_v(decay_toward_zero(core.v[i], par("dv")) + core.u[i]
-                               + par("bias_mant") * 2 ** par("bias_exp"))
-                if v > par("vth_mant") * 64:
-                    core.v[i] = 0
-                    core.ref[i] = par("refract")
-                    spiking.append((p, i))
-                else:
-                    core.v[i] = v
-        return spiking
-
-    def _fanout(self, spiking):
-        events, packets = [], []
-        for p, i in spiking:
-            core, img = self.cores[p], self.cores[p].image
-            vm, vc = core.owner if core.owner is not None else (HV, p)
-            if i < len(img.report) and img.report[i]:
-                events.append(("spike", vm, vc, i, self.t))
-            start = int(img.fo_start[i]) if i < len(img.fo_start) else 0
-            length = int(img.fo_len[i]) if i < len(img.fo_len) else 0
-            for k in range(start, start + length):
-                dest = self._dest(p, int(img.fo_vcore[k]))
-                if not isinstance(dest, str):
-                    packets.append((dest, int(img.fo_axon[k])))
-        for q, ax in packets:
-            self.deliver(q, ax)
-        return events
 
 
 # ---------------------------------------------------------------------------

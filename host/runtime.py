@@ -546,14 +546,14 @@ class VM:
                                       "of the HDL learn, §24)")
 
     def _read_region(self, vcore: int, region, addr: int, count: int) -> np.ndarray:
-        """``count`` words of a region of one of this VM's vcores, read under the VM's own id
-        (the learning regions too, which the generic client does not know)."""
+        """``count`` words of a region of one of this VM's vcores (the §24 learning regions too),
+        read under the VM's own id."""
         self._check_learning()
-        return _read_words(self._hv, self.id, vcore, region, addr, count)
+        return self._hv.read(self.id, vcore, region, addr, count)
 
     def _write_region(self, vcore: int, region, addr: int, words) -> None:
         self._check_learning()
-        _write_words(self._hv, self.id, vcore, region, addr, words)
+        self._hv.write(self.id, vcore, region, addr, words)
 
     @_atomic
     def set_learning(self, rule: LearningRule, vcores=None) -> None:
@@ -618,7 +618,7 @@ class VM:
             if self._hv.config.learning:    # and the traces (§24): learned weights stay
                 for region in (LearnRegion.PRE_TRACE, LearnRegion.POST_TRACE):
                     size = region_specs(self._hv.config)[region].size(self._hv.config)
-                    _write_words(self._hv, self.id, vc, region, 0, np.zeros(size, dtype=np.int64))
+                    self._hv.write(self.id, vc, region, 0, np.zeros(size, dtype=np.int64))
 
     @_atomic
     def state(self) -> dict[str, np.ndarray]:
@@ -694,9 +694,9 @@ class VM:
         cfg = self._hv.config
         self._hv.reset(pcore)
         for region, spec in region_specs(cfg).items():     # the learning regions too (§24)
-            words = _read_words(self._hv, HV_VM, old, region, 0, spec.size(cfg))
+            words = self._hv.read(HV_VM, old, region, 0, spec.size(cfg))
             if words.any():
-                _write_words(self._hv, HV_VM, pcore, region, 0, words.astype(np.int64))
+                self._hv.write(HV_VM, pcore, region, 0, words.astype(np.int64))
         self._counter_base += self._hv.counters(self.id, vcore)
         self._hv.map(self.id, vcore, pcore)     # releases the old core's owner register
         self._hv.reset(old)
@@ -717,32 +717,6 @@ class VM:
 
 #: LEARN_RULE's enable bit (§24.1), flipped by ``VM.run(learn=...)``.
 LEARN_RULE_ENABLE = LEARN_REGIONS[LearnRegion.LEARN_RULE].fmt["enable"]
-
-
-def _read_words(chip: ChipClient, vm: int, vcore: int, region, addr: int, count: int) -> np.ndarray:
-    """READ of any region this chip has (``region_specs``: the §24 learning regions included) as uint32."""
-    if int(region) in Region._value2member_map_:
-        return chip.read(vm, vcore, Region(int(region)), addr, count)
-    msgs = chip._checked(f"read VM {vm} vcore {vcore} {LearnRegion(int(region)).name}[{addr}:{addr + count}]",
-                         P.encode_read(vm, vcore, region, addr, count))
-    data = [m.data for m in msgs if isinstance(m, P.ReadData)]
-    return np.concatenate(data) if data else np.zeros(0, dtype=np.uint32)
-
-
-def _write_words(chip: ChipClient, vm: int, vcore: int, region, addr: int, words) -> None:
-    """WRITE to any region this chip has, every word checked against its region first (RequestError
-    naming the region, address and rule; nothing sent)."""
-    spec = region_specs(chip.config).get(int(region))
-    if spec is None:
-        raise RequestError(f"region {region!r} does not exist on this chip")
-    name = spec.region.name
-    data = P.as_words(words, "data word", -(1 << 31), P.WORD_MAX) & P.WORD_MAX
-    bad = np.flatnonzero(spec.invalid(chip.config, data)) if data.size else ()
-    if len(bad):
-        i = int(bad[0])
-        raise RequestError(f"write VM {vm} vcore {vcore} {name}[{addr + i}]: word 0x{int(data[i]):08x}: "
-                           f"{spec.validate(chip.config, int(data[i]))}; nothing was sent")
-    chip._checked(f"write VM {vm} vcore {vcore} {name}[{addr}]", P.encode_write(vm, vcore, region, addr, data))
 
 
 def _is_digraph(x) -> bool:
@@ -840,7 +814,7 @@ def _save_context(chip: Chip, vm: VM) -> VMContext:
     cfg = chip.config
     regions = {}
     for spec in region_specs(cfg).values():      # the §24 learning regions too, on a learning chip
-        words = [_read_words(chip, HV_VM, pc, spec.region, 0, spec.size(cfg)) for pc in vm.pcores]
+        words = [chip.read(HV_VM, pc, spec.region, 0, spec.size(cfg)) for pc in vm.pcores]
         regions[spec.region] = np.stack(words).astype(np.uint32)
     counters = vm._counter_base + vm._core_counters().sum(axis=0)
     mapped = None if vm.mapped is None else replace(
@@ -877,7 +851,7 @@ def _restore_context(chip: Chip, vm: VM, ctx: VMContext) -> None:
         for vc, pc in enumerate(vm.pcores):
             words = np.asarray(ctx.regions[spec.region][vc])
             if words.any():
-                _write_words(chip, HV_VM, pc, spec.region, 0, words.astype(np.int64))
+                chip.write(HV_VM, pc, spec.region, 0, words.astype(np.int64))
     vm._counter_base = np.asarray(ctx.counters, dtype=np.int64).copy()   # the fresh cores count from 0
     vm.steps_run = int(ctx.steps_run)
     vm.mapped = None

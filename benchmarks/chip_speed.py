@@ -26,23 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from neurovm.config import DEFAULT_CONFIG  # noqa: E402
-from neurovm.demo import NOISE_N, RING_GROUP, noise_network, ring_network  # noqa: E402
+from neurovm.demo import NOISE_N, RING_GROUP, noise_network, ring_network, tenant_words  # noqa: E402
 from neurovm.host import protocol as P  # noqa: E402
-from neurovm.netbuild import images_from_edges  # noqa: E402
 
 
 def workload(steps: int, seed: int = 1) -> tuple[list[int], list[int]]:
     """(setup words, per-step words): the demo's tenants, then `steps` single-step RUNs with input."""
     cfg = DEFAULT_CONFIG
     rng = np.random.default_rng(seed)
-    setup = []
     tenants = {0: (ring_network(), {0: 0, 1: 3}), 1: (noise_network(rng), {0: 1, 1: 2})}
-    for vm, ((n, core_of, src, dst, w, params), placement) in tenants.items():
-        for vcore, pcore in placement.items():
-            setup += P.encode_mmu_map(vm, vcore, pcore)
-        for vcore, img in images_from_edges(cfg, core_of, src, dst, w, params).items():
-            for region, data in img.region_words(cfg).items():
-                setup += P.encode_write(vm, vcore, region, 0, data)
+    setup = [w for vm, (net, placement) in tenants.items() for w in tenant_words(cfg, vm, net, placement)]
     for a in range(RING_GROUP):
         setup += P.encode_inject(0, 0, a)
     noise_core_of = tenants[1][0][1]

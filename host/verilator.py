@@ -218,9 +218,8 @@ def training_stream(config: ChipConfig, steps: int = PGO_TRAINING_STEPS, seed: i
     """
     import numpy as np
 
-    from neurovm.demo import NOISE_N, RING_GROUP, noise_network, ring_network
+    from neurovm.demo import NOISE_N, RING_GROUP, noise_network, ring_network, tenant_words
     from neurovm.host import protocol as P
-    from neurovm.netbuild import images_from_edges
 
     C = config.num_cores
     if C < 2:
@@ -229,13 +228,7 @@ def training_stream(config: ChipConfig, steps: int = PGO_TRAINING_STEPS, seed: i
     tenants = {0: (ring_network(), {0: 0, 1: C - 1})}
     if C >= 4:
         tenants[1] = (noise_network(rng), {0: 1, 1: C - 2})
-    words: list[int] = []
-    for vm, ((_, core_of, src, dst, w, params), placement) in tenants.items():
-        for vcore, pcore in placement.items():
-            words += P.encode_mmu_map(vm, vcore, pcore)
-        for vcore, img in images_from_edges(config, core_of, src, dst, w, params).items():
-            for region, data in img.region_words(config).items():
-                words += P.encode_write(vm, vcore, region, 0, data)
+    words = [w for vm, (net, placement) in tenants.items() for w in tenant_words(config, vm, net, placement)]
     words += [w for a in range(RING_GROUP) for w in P.encode_inject(0, 0, a)]
     for _ in range(steps):
         if 1 in tenants:

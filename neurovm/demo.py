@@ -44,6 +44,21 @@ def noise_network(rng):
     return n, (np.arange(n) >= n // 2).astype(np.int64), src, dst, w, params
 
 
+def tenant_words(config, vm: int, network, placement: dict[int, int]) -> list[int]:
+    """Command words that map a demo ``network`` (:func:`ring_network`, :func:`noise_network`) as
+    VM ``vm``, vcore -> pcore by ``placement``, and write its core images (the words the
+    benchmarks and the Verilator build's training run feed the model directly)."""
+    from .host import protocol as P
+    from .netbuild import images_from_edges
+
+    _, core_of, src, dst, w, params = network
+    words = [word for vcore, pcore in placement.items() for word in P.encode_mmu_map(vm, vcore, pcore)]
+    for vcore, img in images_from_edges(config, core_of, src, dst, w, params).items():
+        for region, data in img.region_words(config).items():
+            words += P.encode_write(vm, vcore, region, 0, data)
+    return words
+
+
 def run_demo(backend: str = "emulator", steps: int = 200, seed: int = 1, check: bool = False,
              waves: str | None = None) -> int:
     from .host import CosimMismatch, open as open_chip

@@ -21,13 +21,19 @@ from neurovm.hdl.core import LifCore  # noqa: E402
 from tests.hdl_runner import config_env, run_cocotb  # noqa: E402
 
 
-def main():
-    cfg = ChipConfig(mesh_width=1, mesh_height=1)   # the default core: N=256, S=16384, A=1024, F=1024
+def core_bench(cfg: ChipConfig, build: str) -> dict:
+    """tests/cocotb/core_bench.py on a LifCore of ``cfg`` (built as ``build``): its JSON results,
+    ``synops`` (per list length) and ``steps`` (per activity)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.json"
-        run_cocotb(LifCore(cfg), "lif_core", "core_default", "core_bench",
+        run_cocotb(LifCore(cfg), "lif_core", build, "core_bench",
                    config_env(cfg) | {"NEUROVM_BENCH_OUT": str(out)}, run_name="bench")
-        res = json.loads(out.read_text())
+        return json.loads(out.read_text())
+
+
+def main():
+    cfg = ChipConfig(mesh_width=1, mesh_height=1)   # the default core: N=256, S=16384, A=1024, F=1024
+    res = core_bench(cfg, "core_default")
     print(f"LifCore, default core (N={cfg.neurons_per_core}, S={cfg.synapses_per_core}, "
           f"A={cfg.axons_per_core}, F={cfg.fanout_per_core})\n")
     print("| synapses per axon | events | synaptic ops | cycles | synops / clock |")

@@ -94,18 +94,9 @@ def measure(cfg, img, seed: int = 0) -> float:
 
 def core_bench_learning():
     """core_bench.py on the default LifCore with learning=1: synaptic ops per clock, cycles per step."""
-    import json
-    import tempfile
+    from core_throughput import core_bench   # benchmarks/core_throughput.py, beside this script
 
-    from neurovm.hdl.core import LifCore
-    from tests.hdl_runner import config_env, run_cocotb
-
-    cfg = ChipConfig(mesh_width=1, mesh_height=1, learning=1)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "bench.json"
-        run_cocotb(LifCore(cfg), "lif_core", "core_default_learning", "core_bench",
-                   config_env(cfg) | {"NEUROVM_BENCH_OUT": str(out)}, run_name="bench")
-        res = json.loads(out.read_text())
+    res = core_bench(ChipConfig(mesh_width=1, mesh_height=1, learning=1), "core_default_learning")
     print("\nLifCore with the learning engine (default core, enable = 0), tests/cocotb/core_bench.py\n")
     print("| synapses per axon | synaptic ops | cycles | synops / clock |")
     print("|---:|---:|---:|---:|")

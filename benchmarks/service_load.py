@@ -30,9 +30,6 @@ import argparse
 import hashlib
 import multiprocessing
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from neurovm.host.service.process import ServeProcess
+
 KINDS = ("create_vm", "load", "run", "predict", "state", "destroy")
 #: VMs a tenant holds at most at once (its quota is one more: ``predict`` borrows a VM)
 MAX_VMS = 3
@@ -285,72 +283,14 @@ def tenant_worker(index: int, url: str, token: str, seed: int, n: int, folder: s
 
 
 # ---- the server ---------------------------------------------------------------------------------------------------
-class Server:
-    """A ``neurovm serve`` subprocess over data folder ``data`` on a free port of 127.0.0.1."""
-
-    def __init__(self, data: Path, backend: str = "emulator"):
-        self.data, self.backend, self.proc = Path(data), backend, None
-
-    def __enter__(self) -> "Server":
-        import httpx
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = self.data.parent / "serve.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "neurovm.cli", "serve", "--data", str(self.data),
-                                      "--listen", f"127.0.0.1:{port}", "--backend", self.backend],
-                                     cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 600
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with status {self.proc.returncode}: "
-                                   f"{self.log_path.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not answer /healthz within 600 s (log: {self.log_path})")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        self.admin = (self.data / "admin.token").read_text().strip()
-        return self
-
-    def add_tenant(self, name: str, quota: dict | None = None) -> str:
-        import httpx
-
-        r = httpx.post(f"{self.url}/admin/tenants", json={"name": name, "quota": quota or QUOTA},
-                       headers={"Authorization": f"Bearer {self.admin}"})
-        if r.status_code != 201:
-            raise RuntimeError(f"adding tenant {name!r}: HTTP {r.status_code} {r.text}")
-        return r.json()["token"]
-
-    def admin_get(self, path: str) -> dict:
-        import httpx
-
-        return httpx.get(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.admin}"}).json()
-
-    def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
 # ---- the benchmark ------------------------------------------------------------------------------------------------
 def run_load(tenants: int = 8, requests: int = 200, seed: int = 0, solo: bool = True, progress: bool = True,
              folder: Path | None = None) -> dict:
     """Run the benchmark; a summary: ``checked``, ``lost``, ``wrong``, ``seconds`` (load phase),
     ``throughput``, and per kind the latencies under load, solo and in-process."""
     ctx = multiprocessing.get_context("fork")
-    with tempfile.TemporaryDirectory(dir=folder) as tmp, Server(Path(tmp) / "data") as server:
-        tokens = [server.add_tenant(f"t{i}") for i in range(tenants)]
+    with tempfile.TemporaryDirectory(dir=folder) as tmp, ServeProcess(Path(tmp) / "data", startup_timeout=600) as server:
+        tokens = [server.add_tenant(f"t{i}", **QUOTA) for i in range(tenants)]
         start, loaded = ctx.Barrier(tenants + 1), ctx.Barrier(tenants + 1)
         local_turn, results = ctx.Lock(), ctx.Queue()
         procs = [ctx.Process(target=tenant_worker, args=(i, server.url, tokens[i], seed, requests, tmp, start,
@@ -377,14 +317,14 @@ def run_load(tenants: int = 8, requests: int = 200, seed: int = 0, solo: bool = 
             if progress:
                 print("solo: tenant 0's plan alone on the idle server", file=sys.stderr)
             assets = make_assets(seed, 0, Path(tmp) / "solo")
-            remote = Remote(server.url, server.add_tenant("solo"), assets)
+            remote = Remote(server.url, server.add_tenant("solo", **QUOTA), assets)
             solo_rows = execute(remote, make_plan(seed, 0, requests), "solo")
             remote.close()
             solo_ref = got[0][1]
             solo_bad = sum(1 for (_, _, a), (_, _, b) in zip(solo_rows, solo_ref) if a is None or a != b)
             if solo_bad:
                 raise AssertionError(f"the solo run got {solo_bad} results that differ from in-process")
-        status = server.admin_get("/admin/status")
+        status = server.admin_get("/admin/status").json()
     return summarize(got, solo_rows, seconds, status)
 
 

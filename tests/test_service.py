@@ -9,7 +9,6 @@ bit-identical to unswapped runs), migration between two chips, metrics and hosti
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,75 +22,11 @@ import pytest
 
 import neurovm
 from neurovm.host.service import AuthError, BadRequest, Conflict, NotFound, QuotaError, TooLarge
+from neurovm.host.service.process import ServeProcess as Server
 
 from .test_runtime import trains, two_layer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A ``neurovm serve`` subprocess over a data folder; ``start``/``stop``/``kill``."""
-
-    def __init__(self, data: Path, chips: int = 1, body_timeout: float = 30, quantum: int = 1000,
-                 backend: str = "emulator"):
-        self.data, self.chips, self.body_timeout, self.quantum, self.proc = data, chips, body_timeout, quantum, None
-        self.backend = backend
-
-    def start(self, env: dict | None = None) -> "Server":
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(self.data.parent / f"{self.data.name}-{self.port}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "neurovm.cli", "serve", "--data", str(self.data),
-                                      "--chips", str(self.chips), "--listen", f"127.0.0.1:{self.port}",
-                                      "--body-timeout", str(self.body_timeout), "--quantum", str(self.quantum),
-                                      "--backend", self.backend],
-                                     cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.data.parent / self.log.name).read_text()
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("the server did not start")
-        self.admin = (self.data / "admin.token").read_text().strip()
-        return self
-
-    def add_tenant(self, name: str, **quota) -> str:
-        r = httpx.post(f"{self.url}/admin/tenants", json={"name": name, "quota": quota},
-                       headers={"Authorization": f"Bearer {self.admin}"})
-        assert r.status_code == 201, r.text
-        return r.json()["token"]
-
-    def connect(self, token: str):
-        return neurovm.connect(self.url, token)
-
-    def admin_get(self, path: str):
-        return httpx.get(f"{self.url}{path}", headers={"Authorization": f"Bearer {self.admin}"})
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        self.log.close()
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +275,7 @@ def test_metrics_per_tenant(server):
     assert f'neurovm_syn_ops_total{{tenant="judy"}} {float(syn)}' in text and syn > 0
     assert 'neurovm_requests_total{route="/v1/vms/{name}/run",status="200",tenant="judy"} 1.0' in text
     assert 'neurovm_energy_pj_total{tenant="judy"}' in text
-    log = Path(server.log.name).read_text()
+    log = server.log_path.read_text()
     assert "tenant=judy POST /v1/vms/a/run status=200" in log
 
 

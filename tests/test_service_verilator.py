@@ -55,7 +55,7 @@ def test_two_tenants_on_a_verilator_server_get_the_emulator_servers_results(tmp_
         (tmp_path / backend).mkdir()
         try:
             results[backend] = _session(server.start())
-            assert "x verilator" in open(server.log.name).read() or backend == "emulator"
+            assert "x verilator" in server.log_path.read_text() or backend == "emulator"
         finally:
             server.stop()
     emu, ver = results["emulator"], results["verilator"]

@@ -4,7 +4,8 @@
 * :mod:`.hypervisor` -- the daemon's chips and tenant VMs: quotas, swapping, persistence, billing;
 * :mod:`.server` -- the FastAPI application and :func:`serve` (uvicorn);
 * :mod:`.client` -- :func:`connect`, the in-process VM API over HTTP (httpx);
-* :mod:`.cli` -- the ``neurovm serve`` subcommands and the CLI's ``--server`` runs.
+* :mod:`.cli` -- the ``neurovm serve`` subcommands and the CLI's ``--server`` runs;
+* :mod:`.process` -- :class:`~.process.ServeProcess`, a daemon as a child process on a free local port.
 """
 
 from .client import Connection, RemoteVM, connect

@@ -162,21 +162,10 @@ def clocks_for_words(words: int) -> int:
 
 # ------------------------------------------------------------------------------------------- MMU
 class OwnerCheckSkippedMMU(VirtMMU):
-    """Mutation ``skip_owner_check``: the host lookup is ``in range & entry valid`` (no owner check)."""
+    """Mutations ``skip_owner_check`` and ``time_bomb``: the host lookup is ``in range & entry valid``
+    (no owner check) -- always, or only while ``armed`` is 1 (the time bomb's fuse ran out)."""
 
-    def elaborate(self, platform):
-        m = super().elaborate(platform)
-        c = self.config
-        in_range = (self.h_vm < c.max_vms) & (self.h_vcore < c.vcores_per_vm)
-        idx = (self.h_vm * c.vcores_per_vm + self.h_vcore)[:max(1, (len(self.table_valid) - 1).bit_length())]
-        m.d.comb += self.h_mapped.eq(in_range & self.table_valid[idx])   # overrides VirtMMU's h_mapped
-        return m
-
-
-class TimeBombMMU(VirtMMU):
-    """Mutation ``time_bomb``: the owner check is skipped while ``armed`` (a clock counter ran out)."""
-
-    def __init__(self, config, armed: Value):
+    def __init__(self, config, armed: Value | None = None):
         super().__init__(config)
         self.armed = armed
 
@@ -185,8 +174,8 @@ class TimeBombMMU(VirtMMU):
         c = self.config
         in_range = (self.h_vm < c.max_vms) & (self.h_vcore < c.vcores_per_vm)
         idx = (self.h_vm * c.vcores_per_vm + self.h_vcore)[:max(1, (len(self.table_valid) - 1).bit_length())]
-        with m.If(self.armed):
-            m.d.comb += self.h_mapped.eq(in_range & self.table_valid[idx])
+        with m.If(Const(1) if self.armed is None else self.armed):
+            m.d.comb += self.h_mapped.eq(in_range & self.table_valid[idx])   # overrides VirtMMU's h_mapped
         return m
 
 
@@ -337,7 +326,7 @@ class IsolationHarness(Elaboratable):
         if self.mutation == "time_bomb":
             clocks = Signal(16, name="bomb_clocks")   # the trojan's fuse, outside the MMU (starts at 0)
             m.d.sync += clocks.eq(clocks + (clocks != 0xFFFF))
-            mmu = TimeBombMMU(c, clocks == 0xFFFF)
+            mmu = OwnerCheckSkippedMMU(c, armed=clocks == 0xFFFF)
         else:
             mmu = (OwnerCheckSkippedMMU if self.mutation == "skip_owner_check" else VirtMMU)(c)
         m.submodules.mmu = Fragment.get(mmu, platform)   # elaborated now, so its registers can be read below

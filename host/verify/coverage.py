@@ -115,12 +115,12 @@ def chip_stream_hits(commands, outputs, first_index: int = 0) -> dict[str, int]:
             hits[name] = hits.get(name, 0) + 1
 
     words, i = [int(w) for w in commands], 0
-    op_f, dom_f = COMMAND_FORMATS[Opcode.RUN]["op"], COMMAND_FORMATS[Opcode.RUN]["domains"]
+    run = COMMAND_FORMATS[Opcode.RUN]
+    op_f, dom_f = run["op"], run["domains"]
     op_of_word: list[int] = []
     while i < len(words):
         header = words[i]
         op_of_word += [op_f.get(header)] * command_length(header)
-        run = COMMAND_FORMATS[Opcode.RUN]
         if (op_f.get(header) == Opcode.RUN and run["vm"].get(header) == HV_VM and run["steps"].get(header)
                 and not header & run.reserved_mask):   # a RUN the chip executes (refused ones step nothing)
             domains = dom_f.get(header)

@@ -222,14 +222,15 @@ def test_concurrent_runs_share_one_gated_run_with_results_as_alone(server):
 
 
 def test_long_runs_are_sliced_and_others_are_served_in_between(server):
-    """A 2500-step run goes in 500-step slices (the server's quantum): another tenant's request is answered
-    before it ends, and the sliced run, with raster and spike-time inputs, equals one run in-process."""
+    """A 6000-step run goes in 500-step slices (the server's quantum): another tenant's request is answered
+    before it ends, and the sliced run, with raster and spike-time inputs, equals one run in-process.
+    (Twelve slices: the other request, sent once the run is being served, has them all to arrive in.)"""
     a, b = server.connect(server.add_tenant("rr0")), server.connect(server.add_tenant("rr1"))
     net = two_layer(31)
     long_vm, short_vm = a.create_vm("long", cores=2).load(net), b.create_vm("short", cores=1).load(two_layer(32))
-    raster, times = trains(5, 2400, 12, 0.05), [3, 499, 500, 501, 1499, 2999]
+    raster, times = trains(5, 5900, 12, 0.05), [3, 499, 500, 501, 1499, 2999]
     got, order = {}, []
-    t = threading.Thread(target=lambda: (got.update(long=long_vm.run(2500, {"in": raster})), order.append("long")))
+    t = threading.Thread(target=lambda: (got.update(long=long_vm.run(6000, {"in": raster})), order.append("long")))
     t.start()
     deadline = time.monotonic() + 30
     while not server.admin_get("/admin/scheduler").json()["serving"]:
@@ -240,13 +241,13 @@ def test_long_runs_are_sliced_and_others_are_served_in_between(server):
     t.join()
     assert order == ["short", "long"]
     ref = neurovm.open().create_vm("x", cores=2).load(net)
-    assert got["long"] == ref.run(2500, {"in": raster}) and len(got["long"]) > 100
+    assert got["long"] == ref.run(6000, {"in": raster}) and len(got["long"]) > 100
     assert long_vm.telemetry() == {**ref.telemetry(), "foreign_transit": 0.0}
     # spike times of one input neuron (by id) are cut into the slices too; bad ones are refused first
     assert long_vm.run(1500, {0: times[:5]}) == ref.run(1500, {0: times[:5]})
     with pytest.raises(BadRequest, match="spike times must lie in 0..1499"):
         long_vm.run(1500, {0: times})
-    assert long_vm.telemetry()["steps"] == 4000
+    assert long_vm.telemetry()["steps"] == 6000 + 1500
 
 
 def test_migration_between_chips_keeps_results(server):
